@@ -1,0 +1,143 @@
+"""TorchServe handler for the LizaAlert photo tagger.
+
+Thin on purpose: everything that is not TorchServe plumbing lives in the
+pure modules next to it (``tagger_spec``, ``tagger_model``,
+``tagger_preprocess``, ``tagger_decode``), so that moving to another server
+only means rewriting this file.
+
+Inputs per request: the photo as the raw body, as a multipart file field, or
+as base64 in JSON (``{"data": "<base64>"}``). A request whose photo cannot be
+used gets its own 4xx with ``{"code", "type", "message"}``; the other requests
+of the batch are answered normally.
+
+Settings come from the archive's ``model-config.yaml`` under ``handler:``
+(see ``tagger_service.HandlerSettings``), so an operator can change precision or threads
+without rebuilding code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from ts.metrics.dimension import Dimension
+from ts.metrics.metric_type_enum import MetricTypes
+from ts.torch_handler.base_handler import BaseHandler
+
+from tagger_decode import decode_logits
+from tagger_model import load_tagger
+from tagger_service import HandlerSettings, PreparedBatch, error_body, prepare_batch
+from tagger_spec import SPEC_FILENAME, load_spec
+
+logger = logging.getLogger(__name__)
+
+class LizaAlertHandler(BaseHandler):
+    """Tags photos with the 11 attributes of the spec shipped in the archive."""
+
+    def initialize(self, context) -> None:
+        yaml_config = getattr(context, "model_yaml_config", None) or {}
+        self.settings = HandlerSettings.from_yaml(yaml_config.get("handler"))
+        self._set_threads(yaml_config)
+        model_dir = Path(context.system_properties.get("model_dir"))
+        self.spec = load_spec(model_dir / SPEC_FILENAME)
+        super().initialize(context)  # builds the model through _load_pickled_model below
+        if self.settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        manifest_model = (self.manifest or {}).get("model", {})
+        self.model_info = {
+            "name": manifest_model.get("modelName", self.spec.model_name),
+            "version": str(manifest_model.get("modelVersion", "unknown")),
+        }
+        self._warm_up()
+        logger.info(
+            "lizaalert_tagger %s ready: precision=%s channels_last=%s threads=%d draft=%s max_pixels=%d",
+            self.model_info["version"], self.settings.precision, self.settings.channels_last,
+            torch.get_num_threads(), self.settings.jpeg_draft, self.settings.max_pixels,
+        )
+
+    def _set_threads(self, yaml_config: dict[str, Any]) -> None:
+        threads = self.settings.torch_threads
+        if threads <= 0:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            workers = int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or 1)
+            threads = max(1, cores // max(1, workers))
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # already set in this process (e.g. tests); harmless
+
+    def _load_pickled_model(self, model_dir, model_file, model_pt_path):
+        # Never unpickle a module: rebuild it from the spec, load tensors only.
+        return load_tagger(model_pt_path, self.spec)
+
+    def _warm_up(self) -> None:
+        """One forward pass at start so that the first client does not pay for lazy init."""
+        height, width = self.spec.preprocessing.size
+        self._run_model(torch.zeros(1, 3, height, width))
+
+    def _run_model(self, images: torch.Tensor) -> torch.Tensor:
+        if self.settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.settings.precision == "bf16"):
+            return self.model(images).float()
+
+    def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
+        batch = prepare_batch(data, self.spec.preprocessing, self.settings)
+        self._report_input_metrics(batch)
+        return batch
+
+    def inference(self, batch: PreparedBatch, *args, **kwargs) -> tuple[PreparedBatch, torch.Tensor | None]:
+        logits = self._run_model(batch.tensor.to(self.device)) if batch.tensor is not None else None
+        return batch, logits
+
+    def postprocess(self, data: tuple[PreparedBatch, torch.Tensor | None]) -> list[str]:
+        batch, logits = data
+        answers: list[Any] = [None] * batch.size
+        if logits is not None:
+            decoded = decode_logits(logits, self.spec, self.model_info)
+            for idx, answer in zip(batch.good, decoded):
+                answers[idx] = answer
+            self._report_tag_metrics(decoded)
+        for idx, error in batch.errors.items():
+            answers[idx] = error_body(error)
+            if self.context is not None:
+                self.context.set_response_status(error.status, error.reason, idx)
+        if self.context is not None:
+            for idx in range(batch.size):
+                self.context.set_response_content_type(idx, "application/json; charset=utf-8")
+        # Serialised here so that Russian labels travel as UTF-8, not \u escapes.
+        return [json.dumps(answer, ensure_ascii=False) for answer in answers]
+
+    # --- metrics (declared in metrics.yaml; TorchServe drops undeclared ones) ---
+
+    def _metric(self, name: str, amount: float, unit: str, metric_type: MetricTypes, **dims: str) -> None:
+        metrics = getattr(self.context, "metrics", None)
+        if metrics is None:
+            return
+        dimensions = [Dimension("ModelName", self.model_info["name"]), Dimension("Level", "Model")]
+        dimensions += [Dimension(k, v) for k, v in dims.items()]
+        try:
+            metrics.add_metric(name, amount, unit, None, dimensions, metric_type)
+        except Exception:  # a metrics hiccup must never fail a prediction
+            logger.exception("could not record metric %s", name)
+
+    def _report_input_metrics(self, batch: PreparedBatch) -> None:
+        for reason, count in Counter(e.reason for e in batch.errors.values()).items():
+            self._metric("lizaalert_images_refused", count, "count", MetricTypes.COUNTER, reason=reason)
+        if batch.good:
+            self._metric("lizaalert_images_decoded", len(batch.good), "count", MetricTypes.COUNTER)
+            self._metric("lizaalert_decode_ms", batch.decode_ms, "ms", MetricTypes.COUNTER)
+            self._metric("lizaalert_preprocess_ms", batch.tensor_ms, "ms", MetricTypes.COUNTER)
+            self._metric("lizaalert_input_megapixels", sum(batch.megapixels), "MP", MetricTypes.COUNTER)
+
+    def _report_tag_metrics(self, answers: list[dict[str, Any]]) -> None:
+        counts = Counter(
+            (key, value["label"]) for answer in answers for key, value in answer["attributes"].items()
+        )
+        for (attribute, label), count in counts.items():
+            self._metric("lizaalert_tag_predictions", count, "count", MetricTypes.COUNTER, attribute=attribute, value=label)

@@ -1,0 +1,133 @@
+"""Serving logic that is not TorchServe plumbing: settings, request payloads, batches.
+
+The handler (``tagger_handler.py``) is a thin TorchServe adapter over this
+module; another server would reuse it unchanged. No TorchServe import here.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tagger_preprocess import DEFAULT_MAX_PIXELS, ImageError, decode_image, image_to_tensor
+from tagger_spec import Preprocessing
+
+# JSON keys that may carry a base64 photo, and multipart field names we accept
+# (the seed's service used "File").
+PHOTO_KEYS = ("data", "body", "image", "file", "File", "b64", "instances")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class HandlerSettings:
+    """The ``handler:`` section of model-config.yaml."""
+
+    precision: str = "fp32"  # "bf16" uses AMX/AVX512-BF16 autocast where the CPU has it
+    channels_last: bool = True
+    torch_threads: int = 0  # 0: cores // maxWorkers, so workers x threads <= cores
+    jpeg_draft: bool = True  # DCT-domain downscaling of large JPEGs
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def from_yaml(cls, section: dict[str, Any] | None) -> "HandlerSettings":
+        section = dict(section or {})
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"model-config.yaml handler: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        settings = cls(**section)
+        if settings.precision not in PRECISIONS:
+            raise ValueError(f"model-config.yaml handler.precision: expected one of {PRECISIONS}, got {settings.precision!r}")
+        return settings
+
+
+@dataclass
+class PreparedBatch:
+    """What ``preprocess`` hands to ``inference``: the good photos stacked, the bad ones' errors."""
+
+    size: int
+    tensor: torch.Tensor | None
+    good: list[int]  # request indexes that are in ``tensor``, in order
+    errors: dict[int, ImageError] = field(default_factory=dict)
+    megapixels: list[float] = field(default_factory=list)
+    decode_ms: float = 0.0  # summed over the good photos
+    tensor_ms: float = 0.0
+
+
+def extract_photo(request: dict[str, Any]) -> bytes:
+    """The photo bytes of one TorchServe request, whatever way it was sent."""
+    payload = None
+    for key in PHOTO_KEYS:
+        if request.get(key) is not None:
+            payload = request[key]
+            break
+    else:  # a multipart form with some other field name: take the first file-like field
+        payload = next((v for v in request.values() if isinstance(v, (bytes, bytearray))), None)
+    if isinstance(payload, dict):  # JSON body, already parsed by the worker
+        inner = next((payload[k] for k in PHOTO_KEYS if k in payload), None)
+        if inner is None:
+            raise ImageError(
+                "bad_json",
+                f"The JSON body has keys {sorted(payload)[:10]}; expected {{\"data\": \"<base64 photo>\"}}.",
+            )
+        payload = inner[0] if isinstance(inner, list) and inner else inner
+        if isinstance(payload, dict):
+            payload = payload.get("b64") or payload.get("data")
+        if not isinstance(payload, str):
+            raise ImageError("bad_json", f"\"data\" must be a base64 string, got {type(payload).__name__}.")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ImageError("bad_base64", f"\"data\" is not valid base64 ({e}).") from None
+    if isinstance(payload, str):
+        raise ImageError(
+            "not_an_image",
+            f"The body is text ({len(payload)} characters, starting {payload[:20]!r}); expected photo bytes "
+            "(Content-Type image/* or application/octet-stream) or JSON {\"data\": \"<base64>\"}.",
+        )
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    if payload is None:
+        raise ImageError("empty", "The request carries no photo: send it as the body, a form file or JSON base64.")
+    raise ImageError("bad_json", f"Expected a photo, got JSON of type {type(payload).__name__}.")
+
+
+def error_body(error: ImageError) -> dict[str, Any]:
+    """The JSON body of a refused request: ``{"code", "type", "message"}``."""
+    return {"code": error.status, "type": error.reason, "message": error.message}
+
+
+def prepare_batch(requests: list[dict[str, Any]], pre: Preprocessing, settings: HandlerSettings) -> PreparedBatch:
+    """Decode and preprocess every request; a bad photo becomes an error for its own index only."""
+    tensors, good, errors, megapixels = [], [], {}, []
+    decode_ms = tensor_ms = 0.0
+    height, width = pre.size
+    for idx, request in enumerate(requests):
+        try:
+            start = time.perf_counter()
+            decoded = decode_image(
+                extract_photo(request),
+                target_size=(width, height),
+                max_pixels=settings.max_pixels,
+                draft=settings.jpeg_draft,
+            )
+            middle = time.perf_counter()
+            tensors.append(image_to_tensor(decoded.image, pre))
+            decode_ms += (middle - start) * 1000
+            tensor_ms += (time.perf_counter() - middle) * 1000
+            good.append(idx)
+            megapixels.append(decoded.megapixels)
+        except ImageError as e:
+            errors[idx] = e
+    return PreparedBatch(
+        size=len(requests),
+        tensor=torch.stack(tensors) if tensors else None,
+        good=good,
+        errors=errors,
+        megapixels=megapixels,
+        decode_ms=decode_ms,
+        tensor_ms=tensor_ms,
+    )

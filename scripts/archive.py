@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Build a TorchServe archive (.mar) of the tagger from a weights file.
+
+The archive holds exactly what ``handler/`` holds (the handler, the model file,
+the pure modules, the attribute spec as ``attributes.json``, model-config.yaml)
+plus the weights. The build is deterministic: the same inputs give a
+byte-identical archive (fixed manifest date, sorted zip entries, fixed
+timestamps), so an archive's hash identifies what it serves.
+
+Example:
+    python scripts/archive.py --weights build/default/weights.pt --spec build/default/attributes.json \\
+        --version 2.0            # -> model_store/lizaalert_tagger_2.0.mar
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import _project  # noqa: F401  (handler/ on sys.path)
+from _project import HANDLER_DIR, ROOT
+
+MODEL_NAME = "lizaalert_tagger"
+HANDLER_FILE = "tagger_handler.py"
+MODEL_FILE = "tagger_model.py"
+# The pure modules the handler and model import by bare name.
+EXTRA_MODULES = ("tagger_spec.py", "tagger_preprocess.py", "tagger_decode.py", "tagger_service.py")
+SPEC_NAME = "attributes.json"
+WEIGHTS_NAME = "weights.pt"
+FIXED_DATE = "01/01/2000 00:00:00"  # manifest "createdOn", fixed for reproducible archives
+ZIP_TIME = (2000, 1, 1, 0, 0, 0)
+
+
+def archive_file_name(version: str, name: str = MODEL_NAME) -> str:
+    """``lizaalert_tagger_<version>.mar``: versions live side by side in the store."""
+    return f"{name}_{version}.mar"
+
+
+def check_inputs(weights: Path, spec_path: Path) -> None:
+    """Fail early, with the real reason, if the weights do not fit the spec."""
+    from tagger_model import load_tagger
+    from tagger_spec import load_spec
+
+    load_tagger(weights, load_spec(spec_path))
+
+
+def _zip_deterministically(source_dir: Path, target: Path) -> None:
+    tmp_target = target.with_suffix(target.suffix + ".tmp")
+    with zipfile.ZipFile(tmp_target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in source_dir.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(source_dir).as_posix(), date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, path.read_bytes())
+    tmp_target.replace(target)  # atomic: TorchServe never sees half an archive
+
+
+def build_archive(
+    weights: Path,
+    version: str,
+    *,
+    spec: Path = HANDLER_DIR / SPEC_NAME,
+    config: Path = HANDLER_DIR / "model-config.yaml",
+    store: Path = ROOT / "model_store",
+    file_name: str | None = None,
+    name: str = MODEL_NAME,
+) -> Path:
+    """Build ``store/file_name`` and return its path."""
+    weights, spec, config, store = Path(weights), Path(spec), Path(config), Path(store)
+    for label, path in (("weights", weights), ("spec", spec), ("model config", config)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{label} file not found: {path}")
+    check_inputs(weights, spec)
+    store.mkdir(parents=True, exist_ok=True)
+    target = store / (file_name or archive_file_name(version, name))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        staging = tmp / "staging"
+        staging.mkdir()
+        shutil.copyfile(spec, staging / SPEC_NAME)
+        shutil.copyfile(weights, staging / WEIGHTS_NAME)
+        extra = [str(HANDLER_DIR / m) for m in EXTRA_MODULES] + [str(staging / SPEC_NAME)]
+        out = tmp / "out"
+        out.mkdir()
+        cmd = [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            "--model-name", name,
+            "--version", version,
+            "--model-file", str(HANDLER_DIR / MODEL_FILE),
+            "--serialized-file", str(staging / WEIGHTS_NAME),
+            "--handler", str(HANDLER_DIR / HANDLER_FILE),
+            "--extra-files", ",".join(extra),
+            "--config-file", str(config),
+            "--export-path", str(out),
+            "--archive-format", "no-archive",
+            "--force",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"torch-model-archiver failed ({result.returncode}): {result.stderr.strip()}")
+        unpacked = out / name
+        manifest_path = unpacked / "MAR-INF" / "MANIFEST.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["createdOn"] = FIXED_DATE
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _zip_deterministically(unpacked, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", type=Path, required=True, help="state dict saved with torch.save(model.state_dict())")
+    parser.add_argument("--version", required=True, help="model version, e.g. 1.0 or 2.0")
+    parser.add_argument("--spec", type=Path, default=HANDLER_DIR / SPEC_NAME, help="attribute spec (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=HANDLER_DIR / "model-config.yaml", help="model-config.yaml (default: %(default)s)")
+    parser.add_argument("--store", type=Path, default=ROOT / "model_store", help="model store directory (default: %(default)s)")
+    parser.add_argument("--file", dest="file_name", help="archive file name (default: lizaalert_tagger_<version>.mar)")
+    parser.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        path = build_archive(
+            args.weights, args.version, spec=args.spec, config=args.config,
+            store=args.store, file_name=args.file_name, name=args.name,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"archive.py: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (model {args.name}, version {args.version}, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""HTTP client of the tagger's TorchServe: tokens, retries, one-line errors.
+
+- Tokens: read from TorchServe's ``key_file.json`` (or given directly). When the
+  server says a token is wrong or stale (TorchServe answers HTTP 400 with
+  ``InvalidKeyException``), the client re-reads the key file (the server may
+  have restarted) and, if that does not help, renews the token with the
+  ``API`` key (``GET /token?type=...`` on the management port) and retries
+  once. A server that runs for days therefore never locks its clients out.
+- Retries: urllib3's ``Retry`` on connection errors and on 503 (TorchServe's
+  "queue full" / "no worker yet"), with exponential backoff. Inference is
+  idempotent, so POSTs to /predictions are retried too.
+- Errors: :class:`ClientError` carries one line saying what went wrong and
+  what to do; the CLI prints it instead of a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
+DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
+DEFAULT_KEY_FILE = ROOT / "run" / "key_file.json"
+MODEL_NAME = "lizaalert_tagger"
+
+ENV_INFERENCE_URL = "LIZAALERT_INFERENCE_URL"
+ENV_MANAGEMENT_URL = "LIZAALERT_MANAGEMENT_URL"
+ENV_KEY_FILE = "LIZAALERT_KEY_FILE"
+ENV_TOKEN = "LIZAALERT_TOKEN"
+
+
+class ClientError(Exception):
+    """A failure explained in one line for a person."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def make_retry(total: int = 5, backoff: float = 0.25, methods: frozenset[str] | None = None) -> Retry:
+    """Retries on connection errors and 503 with backoff 0.25, 0.5, 1, 2 s, ...
+
+    ``methods`` are the HTTP methods retried after a 503 (connection errors
+    before a request was sent are retried for every method).
+    """
+    return Retry(
+        total=total,
+        connect=total,
+        read=0,  # a request that reached a worker is not silently repeated on a read error
+        status=total,
+        status_forcelist=(503,),
+        allowed_methods=methods if methods is not None else frozenset({"GET", "POST", "PUT", "DELETE"}),
+        backoff_factor=backoff,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+@dataclass
+class Keys:
+    inference: str | None = None
+    management: str | None = None
+    api: str | None = None
+
+
+def read_keys(key_file: Path) -> Keys:
+    try:
+        raw = json.loads(Path(key_file).read_text(encoding="utf-8"))
+        return Keys(raw["inference"]["key"], raw["management"]["key"], raw["API"]["key"])
+    except FileNotFoundError:
+        raise ClientError(
+            f"token file {key_file} not found: is the server running (make serve)? "
+            f"Point --key-file/${ENV_KEY_FILE} at its key_file.json, or pass --token/${ENV_TOKEN}."
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ClientError(f"token file {key_file} is unreadable or not TorchServe's key file ({e})") from None
+
+
+def _is_token_error(response: requests.Response) -> bool:
+    if response.status_code not in (400, 401, 403):
+        return False
+    try:
+        return "Token Authorization failed" in response.text or response.json().get("type") == "InvalidKeyException"
+    except ValueError:
+        return False
+
+
+class TaggerClient:
+    """Talks to one TorchServe: inference and management APIs."""
+
+    def __init__(
+        self,
+        inference_url: str | None = None,
+        management_url: str | None = None,
+        key_file: str | Path | None = None,
+        token: str | None = None,
+        retries: int = 5,
+        timeout: float = 120.0,
+        pool_size: int = 32,
+    ) -> None:
+        self.inference_url = (inference_url or os.environ.get(ENV_INFERENCE_URL) or DEFAULT_INFERENCE_URL).rstrip("/")
+        self.management_url = (management_url or os.environ.get(ENV_MANAGEMENT_URL) or DEFAULT_MANAGEMENT_URL).rstrip("/")
+        self.key_file = Path(key_file or os.environ.get(ENV_KEY_FILE) or DEFAULT_KEY_FILE)
+        self.fixed_token = token or os.environ.get(ENV_TOKEN)
+        self.timeout = timeout
+        self._keys: Keys | None = None
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=make_retry(retries), pool_connections=4, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    # --- tokens -----------------------------------------------------------
+
+    @property
+    def keys(self) -> Keys:
+        if self.fixed_token:
+            return Keys(self.fixed_token, self.fixed_token, None)
+        if self._keys is None:
+            self._keys = read_keys(self.key_file)
+        return self._keys
+
+    def renew_token(self, kind: str) -> str:
+        """Ask TorchServe for a fresh ``inference`` or ``management`` token with the API key."""
+        api = self.keys.api
+        if not api:
+            raise ClientError(f"the {kind} token was refused and there is no API key to renew it: get a fresh token from the server's key_file.json")
+        r = self._send("GET", f"{self.management_url}/token", {"type": kind}, headers={"Authorization": f"Bearer {api}"})
+        if r.status_code != 200:
+            raise ClientError(f"renewing the {kind} token failed (HTTP {r.status_code}): {r.text.strip()[:200]}", r.status_code)
+        fresh = r.json()[kind]["key"]
+        setattr(self._keys, kind, fresh)
+        return fresh
+
+    def _send(self, method: str, url: str, params=None, **kwargs) -> requests.Response:
+        try:
+            return self.session.request(method, url, params=params, timeout=self.timeout, **kwargs)
+        except requests.exceptions.ConnectionError:
+            raise ClientError(f"cannot reach {url.split('/', 3)[:3][-1]}: is TorchServe running (make serve)? Check the URL (--inference-url/--management-url).") from None
+        except requests.exceptions.Timeout:
+            raise ClientError(f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung") from None
+        except requests.exceptions.RetryError as e:
+            raise ClientError(f"{method} {url} still failing after retries: {e}") from None
+
+    def request(self, api: str, method: str, path: str, **kwargs) -> requests.Response:
+        """One call with the right token; a refused token is refreshed once (key file, then API key)."""
+        base = self.inference_url if api == "inference" else self.management_url
+        url = f"{base}{path}"
+        params = kwargs.pop("params", None)
+        headers = dict(kwargs.pop("headers", {}) or {})
+
+        def send(token: str | None) -> requests.Response:
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            return self._send(method, url, params, headers=headers, **kwargs)
+
+        response = send(getattr(self.keys, api))
+        if not _is_token_error(response) or self.fixed_token:
+            if _is_token_error(response):
+                raise ClientError(f"the server refused the {api} token given by --token/${ENV_TOKEN}: it is wrong or expired", response.status_code)
+            return response
+        old = getattr(self.keys, api)
+        self._keys = None  # the server may have restarted with new keys
+        if getattr(self.keys, api) != old:
+            response = send(getattr(self.keys, api))
+            if not _is_token_error(response):
+                return response
+        response = send(self.renew_token(api))
+        if _is_token_error(response):
+            raise ClientError(f"the server still refuses the renewed {api} token; check that {self.key_file} belongs to this server", response.status_code)
+        return response
+
+    # --- inference --------------------------------------------------------
+
+    def predict(self, photo: bytes, model: str = MODEL_NAME, version: str | None = None) -> dict[str, Any]:
+        path = f"/predictions/{model}" + (f"/{version}" if version else "")
+        r = self.request("inference", "POST", path, data=photo, headers={"Content-Type": "application/octet-stream"})
+        return self._json_or_raise(r, f"predict on {model}" + (f" version {version}" if version else ""))
+
+    def ping(self) -> dict[str, Any]:
+        return self._json_or_raise(self.request("inference", "GET", "/ping"), "ping")
+
+    # --- management -------------------------------------------------------
+
+    def management(self, method: str, path: str, what: str, **kwargs) -> Any:
+        return self._json_or_raise(self.request("management", method, path, **kwargs), what)
+
+    @staticmethod
+    def _json_or_raise(r: requests.Response, what: str) -> Any:
+        try:
+            body = r.json()
+        except ValueError:
+            body = r.text
+        if r.status_code >= 400:
+            message = body.get("message") if isinstance(body, dict) else str(body).strip()
+            hint = {
+                404: " (unknown model or version: see `tagctl models list`)",
+                413: " (the photo is larger than the server's max_request_size)",
+                503: " (the server is busy or has no ready worker; retried, still busy: try later or scale up)",
+            }.get(r.status_code, "")
+            raise ClientError(f"{what} failed: HTTP {r.status_code}: {message}{hint}", r.status_code, body)
+        return body

@@ -1,0 +1,129 @@
+"""Shared fixtures: photos made in memory, seeded weights, an archive-shaped model dir,
+a fake TorchServe context, and (for integration tests) a real TorchServe."""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDLER_DIR = ROOT / "handler"
+
+
+def make_photo(fmt: str = "JPEG", size=(640, 480), mode: str = "RGB", color=(40, 120, 60), **save_kwargs) -> bytes:
+    """A small photo in memory: a colour field with a bright rectangle (so orientation is visible)."""
+    img = Image.new("RGB", size, color)
+    w, h = size
+    img.paste((250, 240, 30), (0, 0, max(1, w // 4), max(1, h // 4)))
+    if mode != "RGB":
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from tagger_spec import load_spec
+
+    return load_spec()
+
+
+@pytest.fixture(scope="session")
+def seeded_weights(tmp_path_factory) -> Path:
+    """Random-initialised weights from a fixed seed (nothing here is about accuracy)."""
+    from tagger_model import LizaAlertTagger
+
+    torch.manual_seed(1234)
+    path = tmp_path_factory.mktemp("weights") / "weights.pt"
+    torch.save(LizaAlertTagger().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, seeded_weights) -> Path:
+    """A directory laid out like an extracted archive (what TorchServe's worker sees)."""
+    from archive import EXTRA_MODULES, HANDLER_FILE, MODEL_FILE, SPEC_NAME, WEIGHTS_NAME
+
+    d = tmp_path_factory.mktemp("model_dir")
+    for name in (HANDLER_FILE, MODEL_FILE, *EXTRA_MODULES, SPEC_NAME, "model-config.yaml"):
+        shutil.copy(HANDLER_DIR / name, d / name)
+    shutil.copy(seeded_weights, d / WEIGHTS_NAME)
+    return d
+
+
+def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | None = None):
+    """A real ts.context.Context as the worker builds it, with one RequestProcessor per request slot."""
+    from ts.context import Context, RequestProcessor
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+    config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
+    config.update(yaml_overrides or {})
+    manifest = {"model": {"modelName": "lizaalert_tagger", "modelVersion": "9.9-test",
+                          "serializedFile": "weights.pt", "modelFile": "tagger_model.py", "handler": "tagger_handler.py"}}
+    metrics = MetricsCacheYamlImpl(str(ROOT / "metrics.yaml"))
+    metrics.initialize_cache()
+    metrics.model_name = "lizaalert_tagger"
+    ctx = Context("lizaalert_tagger", str(model_dir), manifest, batch_size, None, "0.12.0",
+                  metrics=metrics, model_yaml_config=config)
+    ctx.request_processor = [RequestProcessor({}) for _ in range(batch_size)]
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def handler(model_dir):
+    """The handler initialised from the archive-shaped dir, exactly as the worker does."""
+    import sys
+
+    sys.path.insert(0, str(model_dir))  # the worker imports siblings by bare name
+    from tagger_handler import LizaAlertHandler
+
+    h = LizaAlertHandler()
+    h.initialize(make_context(model_dir))
+    return h
+
+
+# --- integration: a real TorchServe on loopback ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory, seeded_weights) -> Path:
+    """A temp model store holding the default archive built from seeded weights."""
+    from archive import build_archive
+
+    store = tmp_path_factory.mktemp("model_store")
+    build_archive(seeded_weights, "1.0", store=store, file_name="lizaalert_tagger.mar")
+    return store
+
+
+def start_server(run_dir: Path, store: Path, **overrides):
+    """Start TorchServe with the project's config, overriding only ports, paths and ``overrides``."""
+    from ts_runtime import TorchServe, free_port
+
+    ports = (free_port(), free_port(), free_port())
+    ts = TorchServe(run_dir=run_dir, model_store=store, ports=ports, overrides={k: str(v) for k, v in overrides.items()})
+    try:
+        ts.start(timeout=240)
+    except Exception:
+        ts.stop()
+        raise
+    return ts
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, model_store):
+    ts = start_server(tmp_path_factory.mktemp("run"), model_store)
+    yield ts
+    ts.stop()
+
+
+@pytest.fixture()
+def client(server):
+    from tagger_client import TaggerClient
+
+    return TaggerClient(server.inference_url, server.management_url, server.key_file)
