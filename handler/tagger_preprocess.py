@@ -155,18 +155,34 @@ def decode_image(
     return DecodedImage(image=img, width=width, height=height, format=fmt)
 
 
-def image_to_tensor(image: Image.Image, pre: Preprocessing = Preprocessing()) -> torch.Tensor:
-    """RGB image -> ``[3, H, W]`` float tensor: squash-resize, [0, 1], mean/std."""
+def resize_for_model(image: Image.Image, pre: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """RGB image -> ``[3, H, W]`` uint8 tensor at the spec's size (squash resize).
+
+    Training caches this (4x smaller than floats); serving goes straight on to
+    :func:`normalize`. Both therefore see the very same pixels.
+    """
     if image.mode != "RGB":
         raise ValueError(f"Expected an RGB image. Got mode {image.mode}.")
     height, width = pre.size
     resized = image.resize((width, height), _RESAMPLING[pre.interpolation])
-    tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+
+
+def normalize(pixels: torch.Tensor, pre: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> float in [0, 1], then the spec's mean/std if it has them."""
+    if pixels.dtype != torch.uint8 or pixels.dim() < 3 or pixels.shape[-3] != 3:
+        raise ValueError(f"Expected a uint8 [..., 3, H, W] tensor. Got {pixels.dtype} {tuple(pixels.shape)}.")
+    tensor = pixels.float().div_(255.0)
     if pre.mean is not None:
         mean = torch.tensor(pre.mean).view(3, 1, 1)
         std = torch.tensor(pre.std).view(3, 1, 1)
         tensor = tensor.sub_(mean).div_(std)
     return tensor
+
+
+def image_to_tensor(image: Image.Image, pre: Preprocessing = Preprocessing()) -> torch.Tensor:
+    """RGB image -> ``[3, H, W]`` float tensor: squash-resize, [0, 1], mean/std."""
+    return normalize(resize_for_model(image, pre), pre)
 
 
 def preprocess_image(

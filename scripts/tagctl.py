@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from tagger_client import DEFAULT_KEY_FILE, MODEL_NAME, ClientError, TaggerClient
 
+import _project  # noqa: F401  (handler/ on sys.path for the spec)
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TaggerClient], int]] = {}
 
 
@@ -106,6 +108,92 @@ def cmd_models(args: argparse.Namespace, client: TaggerClient) -> int:
     return 0
 
 
+def list_photos(folder: Path) -> list[Path]:
+    from labels_csv import IMAGE_EXTENSIONS
+
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+@command("tag-folder")
+def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
+    """Tag every photo under a folder through the server; write the seed's CSV."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    from labels_csv import write_labels
+    from tagger_spec import load_spec
+
+    spec = load_spec(args.spec)
+    folder = Path(args.folder)
+    photos = list_photos(folder)
+    if not photos:
+        raise ClientError(f"no photos under {folder} (looked for .jpg, .png, .webp, .bmp, .tif, .gif)")
+
+    def tag(path: Path) -> dict[str, int]:
+        answer = client.predict(path.read_bytes(), args.model, args.version)
+        return {a.key: int(answer["attributes"][a.key]["code"]) for a in spec.attributes}
+
+    results: dict[Path, dict[str, int]] = {}
+    failures: dict[Path, str] = {}
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        futures = {pool.submit(tag, p): p for p in photos}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="tag", unit="photo", disable=args.quiet):
+            path = futures[future]
+            try:
+                results[path] = future.result()
+            except (ClientError, OSError, KeyError, ValueError) as e:
+                failures[path] = str(e)
+    rows = [(p.relative_to(folder).as_posix(), results[p]) for p in photos if p in results]
+    write_labels(args.out, rows, spec)
+    print(f"tagged {len(rows)} of {len(photos)} photos -> {args.out}")
+    for path, reason in sorted(failures.items()):
+        print(f"FAILED {path.relative_to(folder)}: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+@command("score")
+def cmd_score(args: argparse.Namespace, client: TaggerClient) -> int:
+    """Score a predicted CSV against a truth CSV (both in the seed's format)."""
+    from labels_csv import read_labels
+    from scoring import score_codes
+    from tagger_spec import load_spec
+
+    spec = load_spec(args.spec)
+    try:
+        predicted, truth = read_labels(args.predicted, spec), read_labels(args.truth, spec)
+    except (OSError, ValueError) as e:
+        raise ClientError(str(e)) from None
+    pred_by_name = {r.filename: r.labels for r in predicted.rows}
+    truth_by_name = {r.filename: r.labels for r in truth.rows}
+    common = sorted(set(pred_by_name) & set(truth_by_name))
+    missing = sorted(set(truth_by_name) - set(pred_by_name))
+    if not common:
+        raise ClientError(f"no file names in common between {args.predicted} and {args.truth}")
+    if missing:
+        print(f"warning: {len(missing)} photos of the truth have no prediction (e.g. {missing[0]}); they count as wrong", file=sys.stderr)
+    names = common + missing
+
+    def predicted_code(name: str, key: str, binary: bool) -> int:
+        if name in pred_by_name:
+            return pred_by_name[name][key]
+        return 1 - truth_by_name[name][key] if binary else -1  # a missing prediction is always wrong
+
+    score = score_codes(
+        {a.key: [truth_by_name[n][a.key] for n in names] for a in spec.attributes},
+        {a.key: [predicted_code(n, a.key, a.is_binary) for n in names] for a in spec.attributes},
+        spec,
+    )
+    if args.json:
+        _print_json(score.to_dict())
+    else:
+        print(score.table())
+    if args.min_score is not None and score.overall < args.min_score:
+        print(f"tagctl: score {score.overall:.4f} is below --min-score {args.min_score}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inference-url", help="inference API base URL")
@@ -123,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version (default: the server's default version)")
     p.add_argument("--json", action="store_true", help="print the full JSON answer")
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the tags")
+
+    from tagger_spec import DEFAULT_SPEC_PATH
+
+    p = sub.add_parser("tag-folder", help="tag every photo of a folder; write the seed's CSV", formatter_class=fmt)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="CSV to write (seed's format: ';', Russian header, codes)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    p.add_argument("--model", default=MODEL_NAME, help="model name")
+    p.add_argument("--version", help="model version (default: the server's default version)")
+    p.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="attribute spec (for the CSV columns)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("score", help="score a predicted CSV against a truth CSV", formatter_class=fmt)
+    p.add_argument("predicted", type=Path)
+    p.add_argument("truth", type=Path)
+    p.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="attribute spec")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--min-score", type=float, help="exit 1 if the score is below this")
 
     p = sub.add_parser("token", help="print a working token (for curl)", formatter_class=fmt)
     p.add_argument("--kind", choices=("inference", "management"), default="inference", help="which API the token is for")

@@ -128,16 +128,19 @@ class TaggerClient:
         return self._keys
 
     def renew_token(self, kind: str) -> str:
-        """Ask TorchServe for a fresh ``inference`` or ``management`` token with the API key."""
+        """Ask TorchServe for a fresh ``inference`` or ``management`` token with the API key.
+
+        TorchServe 0.12 answers ``GET /token?type=KIND`` with an empty body and
+        writes the new token into its key file, so renewal needs the key file.
+        """
         api = self.keys.api
         if not api:
             raise ClientError(f"the {kind} token was refused and there is no API key to renew it: get a fresh token from the server's key_file.json")
         r = self._send("GET", f"{self.management_url}/token", {"type": kind}, headers={"Authorization": f"Bearer {api}"})
         if r.status_code != 200:
             raise ClientError(f"renewing the {kind} token failed (HTTP {r.status_code}): {r.text.strip()[:200]}", r.status_code)
-        fresh = r.json()[kind]["key"]
-        setattr(self._keys, kind, fresh)
-        return fresh
+        self._keys = None
+        return getattr(self.keys, kind)
 
     def _send(self, method: str, url: str, params=None, **kwargs) -> requests.Response:
         try:

@@ -1,0 +1,46 @@
+"""Tokens expire (token_expiration_min); clients renew them with the API key and keep working."""
+import time
+
+import pytest
+import requests
+
+from conftest import make_photo, start_server
+
+pytestmark = pytest.mark.integration
+
+
+def test_client_survives_token_expiry(tmp_path, model_store):
+    from tagger_client import TaggerClient
+
+    server = start_server(tmp_path / "run", model_store, token_expiration_min=1)
+    try:
+        photo = make_photo("JPEG")
+        client = TaggerClient(server.inference_url, server.management_url, server.key_file)
+        assert client.predict(photo)["model"]["version"] == "1.0"
+        old_token = server.keys()["inference"]
+        time.sleep(65)  # past the 1-minute expiry
+        stale = requests.post(f"{server.inference_url}/predictions/lizaalert_tagger", data=photo,
+                              headers={"Authorization": f"Bearer {old_token}"}, timeout=30)
+        assert stale.status_code == 400 and "Token Authorization failed" in stale.text  # really expired
+        answer = client.predict(photo)  # the client renews with the API key and retries
+        assert answer["model"]["version"] == "1.0"
+        assert client.keys.inference != old_token
+        assert client.management("GET", "/models", "list")["models"][0]["modelName"] == "lizaalert_tagger"
+    finally:
+        server.stop()
+
+
+def test_renew_command_prints_a_working_token(server):
+    import contextlib
+    import io
+
+    import tagctl
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = tagctl.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
+                            "--key-file", str(server.key_file), "token", "--renew"])
+    assert code == 0
+    token = out.getvalue().strip()
+    r = requests.get(f"{server.inference_url}/ping", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 200
