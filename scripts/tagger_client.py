@@ -6,9 +6,11 @@
   have restarted) and, if that does not help, renews the token with the
   ``API`` key (``GET /token?type=...`` on the management port) and retries
   once. A server that runs for days therefore never locks its clients out.
-- Retries: urllib3's ``Retry`` on connection errors and on 503 (TorchServe's
-  "queue full" / "no worker yet"), with exponential backoff. Inference is
-  idempotent, so POSTs to /predictions are retried too.
+- Retries: urllib3's ``Retry`` on connection errors, on 503 (TorchServe's
+  "queue full" / "no worker yet") and, for inference only, on 507 (TorchServe's
+  answer when the worker serving the request died), with exponential backoff.
+  Inference is idempotent, so POSTs to /predictions are retried; management
+  calls that change state (POST) are retried only when the connection failed.
 - Errors: :class:`ClientError` carries one line saying what went wrong and
   what to do; the CLI prints it instead of a traceback.
 """
@@ -45,19 +47,28 @@ class ClientError(Exception):
         self.body = body
 
 
-def make_retry(total: int = 5, backoff: float = 0.25, methods: frozenset[str] | None = None) -> Retry:
-    """Retries on connection errors and 503 with backoff 0.25, 0.5, 1, 2 s, ...
+INFERENCE_RETRY_STATUSES = (503, 507)
+MANAGEMENT_RETRY_STATUSES = (503,)
 
-    ``methods`` are the HTTP methods retried after a 503 (connection errors
-    before a request was sent are retried for every method).
+
+def make_retry(
+    total: int = 5,
+    backoff: float = 0.25,
+    statuses: tuple[int, ...] = INFERENCE_RETRY_STATUSES,
+    methods: frozenset[str] = frozenset({"GET", "POST", "PUT", "DELETE"}),
+) -> Retry:
+    """Retries on connection errors and ``statuses`` with backoff 0.25, 0.5, 1, 2 s, ...
+
+    ``methods`` are the HTTP methods retried after one of ``statuses``
+    (connection errors before a request was sent are retried for every method).
     """
     return Retry(
         total=total,
         connect=total,
         read=0,  # a request that reached a worker is not silently repeated on a read error
         status=total,
-        status_forcelist=(503,),
-        allowed_methods=methods if methods is not None else frozenset({"GET", "POST", "PUT", "DELETE"}),
+        status_forcelist=statuses,
+        allowed_methods=methods,
         backoff_factor=backoff,
         respect_retry_after_header=True,
         raise_on_status=False,
@@ -112,10 +123,20 @@ class TaggerClient:
         self.fixed_token = token or os.environ.get(ENV_TOKEN)
         self.timeout = timeout
         self._keys: Keys | None = None
-        self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=make_retry(retries), pool_connections=4, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.sessions = {
+            "inference": self._session(make_retry(retries), pool_size),
+            "management": self._session(
+                make_retry(retries, statuses=MANAGEMENT_RETRY_STATUSES, methods=frozenset({"GET", "PUT", "DELETE"})), 4
+            ),
+        }
+
+    @staticmethod
+    def _session(retry: Retry, pool_size: int) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=pool_size)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     # --- tokens -----------------------------------------------------------
 
@@ -136,15 +157,15 @@ class TaggerClient:
         api = self.keys.api
         if not api:
             raise ClientError(f"the {kind} token was refused and there is no API key to renew it: get a fresh token from the server's key_file.json")
-        r = self._send("GET", f"{self.management_url}/token", {"type": kind}, headers={"Authorization": f"Bearer {api}"})
+        r = self._send("management", "GET", f"{self.management_url}/token", {"type": kind}, headers={"Authorization": f"Bearer {api}"})
         if r.status_code != 200:
             raise ClientError(f"renewing the {kind} token failed (HTTP {r.status_code}): {r.text.strip()[:200]}", r.status_code)
         self._keys = None
         return getattr(self.keys, kind)
 
-    def _send(self, method: str, url: str, params=None, **kwargs) -> requests.Response:
+    def _send(self, api: str, method: str, url: str, params=None, **kwargs) -> requests.Response:
         try:
-            return self.session.request(method, url, params=params, timeout=self.timeout, **kwargs)
+            return self.sessions[api].request(method, url, params=params, timeout=self.timeout, **kwargs)
         except requests.exceptions.ConnectionError:
             raise ClientError(f"cannot reach {url.split('/', 3)[:3][-1]}: is TorchServe running (make serve)? Check the URL (--inference-url/--management-url).") from None
         except requests.exceptions.Timeout:
@@ -162,7 +183,7 @@ class TaggerClient:
         def send(token: str | None) -> requests.Response:
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-            return self._send(method, url, params, headers=headers, **kwargs)
+            return self._send(api, method, url, params, headers=headers, **kwargs)
 
         response = send(getattr(self.keys, api))
         if not _is_token_error(response) or self.fixed_token:
@@ -207,6 +228,7 @@ class TaggerClient:
                 404: " (unknown model or version: see `tagctl models list`)",
                 413: " (the photo is larger than the server's max_request_size)",
                 503: " (the server is busy or has no ready worker; retried, still busy: try later or scale up)",
+                507: " (the worker died while serving it; retried, still failing: see the server's model_log.log)",
             }.get(r.status_code, "")
             raise ClientError(f"{what} failed: HTTP {r.status_code}: {message}{hint}", r.status_code, body)
         return body
