@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 
-.PHONY: help venv check-java model serve test test-unit test-integration bench clean
+.PHONY: help venv check-java system-tools model serve test bench clean clean-model
 
 help:
 	@echo "make serve   build the default model if missing, then serve it with TorchServe (foreground)"
@@ -14,6 +14,7 @@ help:
 	@echo "make model   build model_store/lizaalert_tagger.mar if missing"
 	@echo "make bench   benchmark in-process vs served vs the seed-style baseline"
 	@echo "make clean   remove run/ and build/ (keeps .venv and model_store)"
+	@echo "make clean-model  remove the default archive (the next make serve/test rebuilds it)"
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is needed, found {sys.version.split()[0]}"' \
@@ -28,13 +29,18 @@ venv: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is needed by TorchServe's frontend: install a JDK/JRE 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
+# Debian packages the integration tests use: a real Prometheus (+ promtool) and the load generator hey.
+system-tools:
+	bash scripts/install_system_tools.sh prometheus hey
+
 model: venv
 	$(PY) scripts/build_default.py
 
 serve: venv check-java model
 	$(PY) scripts/serve.py
 
-test: venv check-java
+# The tests include the shipped default model's served score, so the model is built first.
+test: venv check-java system-tools model
 	$(PY) scripts/run_tests.py
 
 bench: venv check-java model
@@ -42,3 +48,6 @@ bench: venv check-java model
 
 clean:
 	rm -rf run build
+
+clean-model:
+	rm -f model_store/lizaalert_tagger.mar

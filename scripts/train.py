@@ -207,7 +207,7 @@ def train(
     loss_fn = TaggerLoss(spec, targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(pixels) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch + 1, pct_start=0.25)
     full = spec.preprocessing.size
     model.train()
     for epoch in range(epochs):

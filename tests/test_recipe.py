@@ -1,0 +1,51 @@
+"""The documented recipe on the shipped default model:
+generate held-out scenes -> serve -> tagctl tag-folder -> tagctl score."""
+import contextlib
+import io
+import json
+
+import pytest
+
+from conftest import ROOT, start_server
+
+pytestmark = pytest.mark.integration
+
+DEFAULT_ARCHIVE = ROOT / "model_store" / "lizaalert_tagger.mar"
+HELD_OUT_SEED = 1001  # the default model trains on seed 0; this seed is never seen in training
+HELD_OUT_COUNT = 200
+# What the shipped default reaches through the server on held-out scenes (README, "The default model").
+SHIPPED_MIN_SCORE = 0.97
+
+
+def run_tagctl(server, *args) -> tuple[int, str]:
+    import tagctl
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = tagctl.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
+                            "--key-file", str(server.key_file), *args])
+    return code, out.getvalue()
+
+
+def test_generate_serve_tag_score(tmp_path):
+    import make_scenes
+
+    assert DEFAULT_ARCHIVE.exists(), "the shipped default model is missing: run `make model` (make test does)"
+    held_out = tmp_path / "held_out"
+    assert make_scenes.main(["--out", str(held_out), "--count", str(HELD_OUT_COUNT), "--seed", str(HELD_OUT_SEED), "--quiet"]) == 0
+    server = start_server(tmp_path / "run", DEFAULT_ARCHIVE.parent)
+    try:
+        code, out = run_tagctl(server, "tag-folder", str(held_out / "images"), "--out", str(tmp_path / "predicted.csv"),
+                               "--concurrency", "8", "--quiet")
+        assert code == 0, out
+        code, out = run_tagctl(server, "models", "describe", "lizaalert_tagger")
+        version = json.loads(out)[0]["modelVersion"]
+    finally:
+        server.stop()
+    assert version == "1.0", f"the default archive is {version!r}, not the trained 1.0"
+    code, out = run_tagctl(server, "score", str(tmp_path / "predicted.csv"), str(held_out / "labels.csv"), "--json")
+    assert code == 0
+    score = json.loads(out)
+    print(f"\nheld-out served score {score['score']:.4f} on {score['count']} photos: {score['f1']}")
+    assert score["count"] == HELD_OUT_COUNT
+    assert score["score"] >= SHIPPED_MIN_SCORE
