@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from tagger_decode import decode_logits
 from tagger_model import load_tagger
-from tagger_service import HandlerSettings, PreparedBatch, error_body, prepare_batch
+from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, prepare_batch
 from tagger_spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class LizaAlertHandler(BaseHandler):
     def _set_threads(self, yaml_config: dict[str, Any]) -> None:
         threads = self.settings.torch_threads
         if threads <= 0:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            cores = available_cores()
             workers = int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or 1)
             threads = max(1, cores // max(1, workers))
         torch.set_num_threads(threads)

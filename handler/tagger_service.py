@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +95,23 @@ def extract_photo(request: dict[str, Any]) -> bytes:
     if payload is None:
         raise ImageError("empty", "The request carries no photo: send it as the body, a form file or JSON base64.")
     raise ImageError("bad_json", f"Expected a photo, got JSON of type {type(payload).__name__}.")
+
+
+def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota.
+
+    In a container limited to 2 CPUs on a 32-core node the affinity says 32;
+    the quota (``cpu.max``: "200000 100000") says 2, and threads beyond that
+    only fight over the quota.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open(cgroup_cpu_max).read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity is the limit
+    return cores
 
 
 def error_body(error: ImageError) -> dict[str, Any]:

@@ -95,6 +95,9 @@ TAG_PROBABILITY: dict[str, dict[str, float]] = {
     "close_water": {"diver": 0.5},
 }
 CITY_CAR_PROBABILITY = 0.28
+# --tag-boost multiplies the object probabilities (for training sets: more
+# positive examples of the rare tags per second of training); capped here.
+MAX_BOOSTED_PROBABILITY = 0.6
 
 # Object extents in their own units (x right, y up; ground objects stand at y=0,
 # flying ones are centred on 0). One unit is the object's size.
@@ -156,7 +159,7 @@ def _choice(rng: np.random.Generator, table: dict) -> object:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def _sample_framing_and_labels(rng: np.random.Generator) -> tuple[str, dict[str, int]]:
+def _sample_framing_and_labels(rng: np.random.Generator, tag_boost: float = 1.0) -> tuple[str, dict[str, int]]:
     framing = str(_choice(rng, FRAMINGS))
     sky = framing in ("wide", "sky", "water")
     time_of_day = int(_choice(rng, TIME_OF_SKY)) if sky else TIME_NONE
@@ -175,7 +178,7 @@ def _sample_framing_and_labels(rng: np.random.Generator) -> tuple[str, dict[str,
         probabilities.update(car=CITY_CAR_PROBABILITY, horses=0.03, sherp=0.02)
     draws = rng.random(len(OBJECT_FOR_TAG))  # always the same number of draws
     for draw, key in zip(draws, OBJECT_FOR_TAG):
-        labels[key] = int(draw < probabilities.get(key, 0.0))
+        labels[key] = int(draw < min(MAX_BOOSTED_PROBABILITY, tag_boost * probabilities.get(key, 0.0)))
     return framing, labels
 
 
@@ -300,10 +303,12 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return iw * ih / max(smaller, 1e-9)
 
 
-def plan_scene(seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE) -> ScenePlan:
+def plan_scene(
+    seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE, tag_boost: float = 1.0
+) -> ScenePlan:
     """Decide everything about image ``index`` that its labels depend on."""
     rng = stream_rng(seed, index, STREAM_PLAN)
-    framing, labels = _sample_framing_and_labels(rng)
+    framing, labels = _sample_framing_and_labels(rng, tag_boost)
     photo_size = sample_size(rng, min_size, max_size)
     w, h = photo_size
     aspect = w / h  # fractions of the shorter side -> of width/height
@@ -1604,10 +1609,10 @@ def encode_jpeg(img: Image.Image, quality: int) -> bytes:
 
 
 def generate(
-    seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE
+    seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE, tag_boost: float = 1.0
 ) -> tuple[bytes, ScenePlan]:
     """JPEG bytes and plan of image ``index`` of the data set ``seed``."""
-    plan = plan_scene(seed, index, min_size, max_size)
+    plan = plan_scene(seed, index, min_size, max_size, tag_boost)
     return encode_jpeg(render_photo(plan), plan.quality), plan
 
 
@@ -1618,9 +1623,9 @@ def image_name(index: int) -> str:
     return f"{index:05d}.jpg"
 
 
-def _write_one(job: tuple[Path, int, int, int, int]) -> tuple[int, dict[str, int]]:
-    images_dir, seed, index, min_size, max_size = job
-    data, plan = generate(seed, index, min_size, max_size)
+def _write_one(job: tuple[Path, int, int, int, int, float]) -> tuple[int, dict[str, int]]:
+    images_dir, seed, index, min_size, max_size, tag_boost = job
+    data, plan = generate(seed, index, min_size, max_size, tag_boost)
     (images_dir / image_name(index)).write_bytes(data)
     return index, plan.labels
 
@@ -1634,13 +1639,14 @@ def make_dataset(
     jobs: int,
     spec: AttributeSpec,
     progress: bool = True,
+    tag_boost: float = 1.0,
 ) -> list[tuple[str, dict[str, int]]]:
     """Write ``out/images/*.jpg`` and ``out/labels.csv``; returns the rows written."""
     from tqdm import tqdm
 
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    work = [(images_dir, seed, i, min_size, max_size) for i in range(count)]
+    work = [(images_dir, seed, i, min_size, max_size, tag_boost) for i in range(count)]
     labels: dict[int, dict[str, int]] = {}
     bar = tqdm(total=count, unit="img", desc="scenes", disable=not progress, mininterval=1.0)
     if jobs > 1 and count > 1:
@@ -1753,6 +1759,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--spec", type=Path, default=None, help="attribute spec (default: handler/attributes.json)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--tag-boost", type=float, default=1.0,
+                        help="multiply the binary tags' probabilities (training sets; capped at %s) (default: %%(default)s)" % MAX_BOOSTED_PROBABILITY)
     args = parser.parse_args(argv)
     if args.out is None and args.contact_sheet is None:
         parser.error("give --out DIR (the data set), --contact-sheet PNG, or both")
@@ -1767,7 +1775,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         start = time.monotonic()
         rows = make_dataset(
-            args.out, args.count, args.seed, min_size, args.max_size, args.jobs, spec, progress=not args.quiet
+            args.out, args.count, args.seed, min_size, args.max_size, args.jobs, spec, progress=not args.quiet,
+            tag_boost=args.tag_boost,
         )
         elapsed = time.monotonic() - start
         print(

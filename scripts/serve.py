@@ -31,7 +31,7 @@ def banner(ts: TorchServe, model: str, version: str) -> str:
         f"  token       {key_file}   (\"inference\", \"management\" and \"API\" keys; owner-only)",
         f"  logs        {rel(ts.log_dir)}/",
         "Tag a photo:",
-        f"  curl -H \"Authorization: Bearer {token}\" --data-binary @{rel(EXAMPLE_PHOTO)} {ts.inference_url}/predictions/{model}",
+        f"  curl -H \"Authorization: Bearer {token}\" -H \"Content-Type: application/octet-stream\" --data-binary @{rel(EXAMPLE_PHOTO)} {ts.inference_url}/predictions/{model}",
         "Stop with Ctrl-C.",
         "",
     ])

@@ -80,3 +80,17 @@ def test_bf16_setting_agrees_with_fp32(model_dir):
     photo = make_photo("JPEG", color=(90, 90, 200))
     answers, _ = run(h, model_dir, [{"body": photo}])
     assert set(answers[0]["attributes"]) == set(h.spec.keys)
+
+
+def test_available_cores_respects_a_cgroup_quota(tmp_path):
+    import os
+
+    from tagger_service import available_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")
+    assert available_cores(str(quota)) == 1
+    quota.write_text("max 100000\n")
+    assert available_cores(str(quota)) == affinity
+    assert available_cores(str(tmp_path / "missing")) == affinity
