@@ -74,6 +74,19 @@ def load_pixels(paths: list[Path], spec: AttributeSpec, jobs: int) -> tuple[torc
     return out[: len(kept)], kept, problems
 
 
+def load_labelled(images: Path, labels: Path, spec: AttributeSpec, jobs: int) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """Read a CSV in the seed's format and decode its usable photos; report what was skipped in one line."""
+    resolved = resolve_images(read_labels(labels, spec), images)
+    if resolved.skipped or resolved.bad_rows:
+        print(f"warning: {labels}: {resolved.summary()}", file=sys.stderr)
+    if not resolved.usable:
+        raise ValueError(f"no usable rows in {labels} (images in {images})")
+    pixels, kept, problems = load_pixels([path for _, path in resolved.usable], spec, jobs)
+    if problems:
+        print(f"warning: skipped {len(problems)} photos that did not decode (e.g. {problems[0]})", file=sys.stderr)
+    return pixels, [resolved.usable[i][0].labels for i in kept]
+
+
 def targets_from_codes(rows: list[dict[str, int]], spec: AttributeSpec) -> dict[str, torch.Tensor]:
     """Per attribute: class indexes (categorical) or 0/1 floats (binary)."""
     targets = {}
@@ -256,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for threshold tuning and metrics (default: %(default)s)")
+    parser.add_argument("--val-images", type=Path, help="directory of a separate validation set (default: --images)")
+    parser.add_argument("--val-labels", type=Path, help="labels CSV of a separate validation set (instead of --val-fraction)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--jobs", type=int, default=0, help="decode processes (default: all cores)")
@@ -269,24 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.spec)
 
     try:
-        table = read_labels(args.labels, spec)
+        pixels, rows = load_labelled(args.images, args.labels, spec, args.jobs or cores)
+        if args.val_labels:
+            val_pixels, val_rows = load_labelled(args.val_images or args.images, args.val_labels, spec, args.jobs or cores)
     except (OSError, ValueError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
-    resolved = resolve_images(table, args.images)
-    if resolved.skipped or resolved.bad_rows:
-        print(f"warning: {resolved.summary()}", file=sys.stderr)
-    if not resolved.usable:
-        print(f"train.py: no usable rows in {args.labels} (images in {args.images})", file=sys.stderr)
-        return 2
-    paths = [path for _, path in resolved.usable]
-    pixels, kept, problems = load_pixels(paths, spec, args.jobs or cores)
-    if problems:
-        print(f"warning: skipped {len(problems)} photos that did not decode (e.g. {problems[0]})", file=sys.stderr)
-    rows = [resolved.usable[i][0].labels for i in kept]
     print(f"data: {len(rows)} photos decoded in {time.monotonic() - start:.0f} s", flush=True)
 
-    train_idx, val_idx = split_indices(len(rows), args.val_fraction, args.seed)
+    if args.val_labels:  # a separate validation set, e.g. with the real tag frequencies
+        train_idx, val_idx = torch.arange(len(rows)), None
+    else:
+        train_idx, val_idx = split_indices(len(rows), args.val_fraction, args.seed)
+        val_pixels, val_rows = pixels[val_idx], [rows[i] for i in val_idx.tolist()]
     targets = targets_from_codes(rows, spec)
     model = LizaAlertTagger(spec)
     if args.init:
@@ -295,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         load_imagenet_trunk(model, args.weights)
     model = model.to(memory_format=torch.channels_last)
     bf16 = use_bf16() and not args.no_bf16
-    print(f"train: {len(train_idx)} photos, validate: {len(val_idx)}; bf16={bf16}, threads={torch.get_num_threads()}", flush=True)
+    print(f"train: {len(train_idx)} photos, validate: {len(val_rows)}; bf16={bf16}, threads={torch.get_num_threads()}", flush=True)
     train(
         model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec,
         epochs=args.epochs, final_epochs=args.final_epochs, low_res=args.low_res,
@@ -303,9 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     model.eval()
-    val_rows = [rows[i] for i in val_idx.tolist()]
     truth = {a.key: [r[a.key] for r in val_rows] for a in spec.attributes}
-    logits = predict_logits(model, pixels[val_idx], spec, bf16=bf16)
+    logits = predict_logits(model, val_pixels, spec, bf16=bf16)
     default_score = score_codes(truth, codes_from_logits(logits, spec), spec)
     thresholds = tune_thresholds(logits, truth, spec)
     tuned_spec = spec.with_thresholds(thresholds)
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_at_0.5": default_score.to_dict(),
         "thresholds": thresholds,
         "train_photos": len(train_idx),
-        "validation_photos": len(val_idx),
+        "validation_photos": len(val_rows),
         "epochs": args.epochs,
         "low_res": args.low_res,
         "seconds": round(time.monotonic() - start, 1),

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Benchmark: in-process pipeline limit, the served model, and a seed-style baseline, side by side.
+
+    make bench                         # full run (a few minutes)
+    python scripts/bench.py --quick    # tiny counts: checks that every row is produced
+
+For 12 MP (4000x3000) and 1080p (1920x1080) JPEGs separately, prints one table:
+
+- in-process: decode + preprocess + model exactly as the handler does it
+  (the archive's model-config.yaml: precision, channels_last, draft decoding,
+  batch size), in ``maxWorkers`` processes with the handler's thread count
+  each: what these cores can do without any serving overhead;
+- served: TorchServe started from the project's config and the default
+  archive, loaded with ``hey`` at several concurrencies (127.0.0.1 only);
+- seed-style baseline: what SEED.md describes, written here with the standard
+  library: one photo per request on a single-threaded HTTP server, full
+  decode, fp32 eager, no eval()/no_grad(), no batching, same load;
+
+then the ratios the performance issue asks for, the time from start to the
+first answer and the workers' RSS. Only ratios from one run mean anything on a
+shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from multiprocessing import get_context
+from pathlib import Path
+
+import _project  # noqa: F401
+from _project import ROOT
+
+DEFAULT_ARCHIVE = ROOT / "model_store" / "lizaalert_tagger.mar"
+SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080)}
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def make_photo(size: tuple[int, int], seed: int = 7) -> bytes:
+    """A generated scene at exactly ``size``, JPEG quality 90."""
+    import make_scenes
+    from PIL import Image
+
+    data, _ = make_scenes.generate(seed, 0, max(size), max(size))
+    img = Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def unpack_archive(archive: Path, into: Path) -> dict:
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(into)
+    import yaml
+
+    return yaml.safe_load((into / "model-config.yaml").read_text())
+
+
+# --- in-process limit -----------------------------------------------------------------
+
+
+def _inprocess_worker(args: tuple) -> tuple[int, float, float, float]:
+    """One worker process: ``batches`` batches of ``batch`` photos, as the handler runs them."""
+    model_dir, photo, batch, batches, threads, settings = args
+    import torch
+
+    sys.path.insert(0, str(model_dir))
+    from tagger_model import load_tagger
+    from tagger_preprocess import decode_image, image_to_tensor
+    from tagger_spec import load_spec
+
+    torch.set_num_threads(threads)
+    spec = load_spec(Path(model_dir) / "attributes.json")
+    model = load_tagger(Path(model_dir) / "weights.pt", spec)
+    if settings.get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    bf16 = settings.get("precision") == "bf16"
+    height, width = spec.preprocessing.size
+
+    def run(images):
+        x = images.contiguous(memory_format=torch.channels_last) if settings.get("channels_last", True) else images
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(x).float()
+
+    def prep():
+        decoded = decode_image(photo, target_size=(width, height), draft=settings.get("jpeg_draft", True))
+        return image_to_tensor(decoded.image, spec.preprocessing)
+
+    run(torch.stack([prep() for _ in range(batch)]))  # warm-up
+    # latency of one photo alone: decode + batch-1 model
+    t0 = time.perf_counter()
+    one = prep()
+    t1 = time.perf_counter()
+    run(one[None])
+    single_ms = (time.perf_counter() - t0) * 1000
+    decode_ms = (t1 - t0) * 1000
+    start = time.perf_counter()
+    for _ in range(batches):
+        run(torch.stack([prep() for _ in range(batch)]))
+    return batch * batches, time.perf_counter() - start, single_ms, decode_ms
+
+
+def inprocess_limit(model_dir: Path, photo: bytes, config: dict, batches: int) -> dict:
+    settings = config.get("handler", {})
+    workers = int(config.get("maxWorkers", 1))
+    cores = len(os.sched_getaffinity(0))
+    threads = settings.get("torch_threads") or max(1, cores // workers)
+    batch = int(config.get("batchSize", 1))
+    with get_context("spawn").Pool(workers) as pool:
+        results = pool.map(_inprocess_worker, [(str(model_dir), photo, batch, batches, threads, settings)] * workers)
+    images = sum(r[0] for r in results)
+    seconds = max(r[1] for r in results)
+    return {"rps": images / seconds, "single_ms": min(r[2] for r in results), "decode_ms": min(r[3] for r in results),
+            "workers": workers, "threads": threads, "batch": batch}
+
+
+# --- seed-style baseline ------------------------------------------------------------------
+
+
+def serve_baseline(port: int, model_dir: str) -> None:
+    """SEED.md's service: one request at a time, full decode, fp32 eager, no eval()/no_grad()."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, model_dir)
+    from tagger_model import load_tagger
+    from tagger_spec import load_spec
+
+    spec = load_spec(Path(model_dir) / "attributes.json")
+    model = load_tagger(Path(model_dir) / "weights.pt", spec)
+    model.train()  # the seed never called eval()
+    mean = torch.tensor(spec.preprocessing.mean or (0, 0, 0)).view(3, 1, 1)
+    std = torch.tensor(spec.preprocessing.std or (1, 1, 1)).view(3, 1, 1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            img = Image.open(io.BytesIO(body)).convert("RGB").resize((256, 256))
+            x = (torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255 - mean) / std
+            logits = model(x[None])  # no no_grad(), no batching
+            answer = {a.key: int(logits[0, a.logits[0]:a.logits[1]].argmax()) if not a.is_binary
+                      else int(logits[0, a.logits[0]] > 0) for a in spec.attributes}
+            out = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+# --- load ---------------------------------------------------------------------------------
+
+
+def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
+    from soak import parse_hey
+
+    cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path),
+           "-T", "application/octet-stream"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=1800)
+    statuses, errors, seconds, rps, latency = parse_hey(out.stdout)
+    return {"rps": rps, **latency, "errors": sum(n for c, n in statuses.items() if c != 200) + sum(errors.values())}
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="archive to benchmark (default: %(default)s)")
+    parser.add_argument("--concurrency", default="1,4,16,32", help="served concurrencies (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=0, help="requests per load run (default: 8 x concurrency, at least 48)")
+    parser.add_argument("--sizes", default="12mp,1080p", help="photo sizes (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts: only checks that every row is produced")
+    parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_server:
+        serve_baseline(args.baseline_server, args.model_dir)
+        return 0
+
+    from tagger_client import TaggerClient
+    from ts_runtime import TorchServe, free_port
+
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    count = lambda c: args.requests or (max(4, 2 * c) if args.quick else max(48, 8 * c))  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="lizaalert-bench-"))
+    model_dir = work / "model"
+    config = unpack_archive(args.archive, model_dir)
+    rows: list[tuple] = []
+    summary: dict = {}
+
+    ts = TorchServe(run_dir=work / "run", model_store=args.archive.parent, ports=(free_port(), free_port(), free_port()))
+    t0 = time.monotonic()
+    ts.start(timeout=300)
+    client = TaggerClient(ts.inference_url, ts.management_url, ts.key_file)
+    client.predict(make_photo((640, 480)))
+    summary["ready_s"] = time.monotonic() - t0
+    baseline_port = free_port()
+    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(baseline_port), "--model-dir", str(model_dir)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{baseline_port}/")
+        for size_name in args.sizes.split(","):
+            photo = make_photo(SIZES[size_name])
+            photo_path = work / f"{size_name}.jpg"
+            photo_path.write_bytes(photo)
+            limit = inprocess_limit(model_dir, photo, config, batches=2 if args.quick else 12)
+            rows.append((size_name, "in-process limit", "-", limit["rps"], limit["single_ms"], None, None, 0))
+            summary[size_name] = {"inprocess": limit}
+            for c in concurrencies:
+                served = hey_load(f"{ts.inference_url}/predictions/lizaalert_tagger", photo_path, count(c), c, client.keys.inference)
+                rows.append((size_name, "served (TorchServe)", c, served["rps"], served.get("p50"), served.get("p95"), served.get("p99"), served["errors"]))
+                summary[size_name][f"served_c{c}"] = served
+            for c in concurrencies:
+                seed = hey_load(f"http://127.0.0.1:{baseline_port}/prediction", photo_path, count(c), c)
+                rows.append((size_name, "seed-style baseline", c, seed["rps"], seed.get("p50"), seed.get("p95"), seed.get("p99"), seed["errors"]))
+                summary[size_name][f"seed_c{c}"] = seed
+        summary["worker_rss_mb"] = worker_rss(ts)
+    finally:
+        baseline.kill()
+        ts.stop()
+
+    print(f"\nbench: {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
+          f"{len(os.sched_getaffinity(0))} cores, {platform.processor() or platform.machine()})")
+    print(f"archive {args.archive.name}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
+          f"handler={config.get('handler')}")
+    print(f"\n{'photo':6} {'what':22} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    fmt = lambda v: f"{v:8.0f}" if isinstance(v, (int, float)) else f"{'-':>8}"  # noqa: E731
+    for size_name, what, c, rps, p50, p95, p99, errors in rows:
+        print(f"{size_name:6} {what:22} {c!s:>4} {rps:7.1f} {fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
+    top = max(concurrencies)
+    print("\nratios (targets in parentheses)")
+    for size_name, target in (("12mp", 6), ("1080p", 8)):
+        if size_name not in summary:
+            continue
+        s = summary[size_name]
+        print(f"  {size_name}: served/seed at c={top} = {s[f'served_c{top}']['rps'] / s[f'seed_c{top}']['rps']:.1f}x (>= {target}x); "
+              f"served/in-process = {s[f'served_c{top}']['rps'] / s['inprocess']['rps']:.2f} (>= 0.9); "
+              f"idle latency / (decode + batch-1 model) = {s['served_c1']['p50'] / s['inprocess']['single_ms']:.2f} (<= 1.25) "
+              if "served_c1" in s else "")
+    print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s); worker RSS: "
+          + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values()) + " (<= 1200 MB)")
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"(raw figures: {work / 'summary.json'})")
+    return 0
+
+
+def worker_rss(ts) -> dict[int, float]:
+    import psutil
+
+    return {pid: psutil.Process(pid).memory_info().rss / 2**20 for pid in ts.worker_pids()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
