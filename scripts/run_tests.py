@@ -22,12 +22,12 @@ NO_TESTS_COLLECTED = 5
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("groups", nargs="*", default=list(GROUPS), choices=list(GROUPS), help="groups to run (default: all)")
+    parser.add_argument("groups", nargs="*", choices=[[], *GROUPS], help="groups to run: unit, integration (default: all)")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
     args = parser.parse_args(argv)
     extra = [a for a in args.pytest_args if a != "--"]
     failed = []
-    for group in args.groups:
+    for group in args.groups or list(GROUPS):
         print(f"\n=== {group} tests ===", flush=True)
         code = subprocess.call([sys.executable, "-m", "pytest", *GROUPS[group], *extra], cwd=ROOT)
         if code == NO_TESTS_COLLECTED:
