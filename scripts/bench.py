@@ -173,6 +173,7 @@ def serve_baseline(port: int, model_dir: str) -> None:
 def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
     from soak import parse_hey
 
+    requests = -(-requests // concurrency) * concurrency  # hey sends n // c per client
     cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path),
            "-T", "application/octet-stream"]
     if token:

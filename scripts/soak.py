@@ -97,6 +97,7 @@ def run_soak(
     host = urlparse(client.inference_url).hostname
     if host not in LOOPBACK:
         raise SystemExit(f"soak.py: refusing to load {host}: soak tests only target this machine (127.0.0.1)")
+    requests = -(-requests // concurrency) * concurrency  # hey sends n // c per client: keep n a multiple of c
     client.ping()  # also renews the token if needed
     before = worker_rss(client, model)
     with tempfile.NamedTemporaryFile(suffix=".jpg") as body:
