@@ -225,7 +225,7 @@ class TaggerClient:
         if r.status_code >= 400:
             message = body.get("message") if isinstance(body, dict) else str(body).strip()
             hint = {
-                404: " (unknown model or version: see `tagctl models list`)",
+                404: " (see `tagctl models list`)" if "not found" in str(message).lower() else "",
                 413: " (the photo is larger than the server's max_request_size)",
                 503: " (the server is busy or has no ready worker; retried, still busy: try later or scale up)",
                 507: " (the worker died while serving it; retried, still failing: see the server's model_log.log)",
