@@ -127,3 +127,17 @@ def client(server):
     from tagger_client import TaggerClient
 
     return TaggerClient(server.inference_url, server.management_url, server.key_file)
+
+
+def run_tagctl(server, *args) -> tuple[int, str]:
+    """Run the CLI in-process against ``server``; return (exit code, stdout)."""
+    import contextlib
+    import io
+
+    import tagctl
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = tagctl.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
+                            "--key-file", str(server.key_file), *args])
+    return code, out.getvalue()

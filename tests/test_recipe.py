@@ -1,12 +1,10 @@
 """The documented recipe on the shipped default model:
 generate held-out scenes -> serve -> tagctl tag-folder -> tagctl score."""
-import contextlib
-import io
 import json
 
 import pytest
 
-from conftest import ROOT, start_server
+from conftest import ROOT, run_tagctl, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -18,16 +16,6 @@ HELD_OUT_COUNT = 200
 # target (see README). The floor leaves room for run-to-run noise of a retrained model on 200 photos.
 SHIPPED_MIN_SCORE = 0.38
 CATEGORICAL_MIN_F1 = 0.90
-
-
-def run_tagctl(server, *args) -> tuple[int, str]:
-    import tagctl
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = tagctl.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
-                            "--key-file", str(server.key_file), *args])
-    return code, out.getvalue()
 
 
 def test_generate_serve_tag_score(tmp_path):

@@ -4,7 +4,7 @@ import time
 import pytest
 import requests
 
-from conftest import make_photo, start_server
+from conftest import make_photo, run_tagctl, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +31,8 @@ def test_client_survives_token_expiry(tmp_path, model_store):
 
 
 def test_renew_command_prints_a_working_token(server):
-    import contextlib
-    import io
-
-    import tagctl
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = tagctl.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
-                            "--key-file", str(server.key_file), "token", "--renew"])
+    code, out = run_tagctl(server, "token", "--renew")
     assert code == 0
-    token = out.getvalue().strip()
+    token = out.strip()
     r = requests.get(f"{server.inference_url}/ping", headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert r.status_code == 200

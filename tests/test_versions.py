@@ -8,23 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import make_photo
+from conftest import make_photo, run_tagctl as tagctl
 
 pytestmark = pytest.mark.integration
-
-
-def tagctl(server, *args):
-    """Run the CLI in-process against the test server; return (exit code, stdout)."""
-    import contextlib
-    import io
-
-    import tagctl as cli
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(["--inference-url", server.inference_url, "--management-url", server.management_url,
-                         "--key-file", str(server.key_file), *args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
