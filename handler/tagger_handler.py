@@ -29,7 +29,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from tagger_decode import decode_logits
 from tagger_model import load_tagger
-from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, prepare_batch
+from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, prepare_batch, run_inference
 from tagger_spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ class LizaAlertHandler(BaseHandler):
         self._run_model(torch.zeros(1, 3, height, width))
 
     def _run_model(self, images: torch.Tensor) -> torch.Tensor:
-        if self.settings.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.settings.precision == "bf16"):
-            return self.model(images).float()
+        return run_inference(self.model, images, bf16=self.settings.precision == "bf16", channels_last=self.settings.channels_last)
 
     def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
         batch = prepare_batch(data, self.spec.preprocessing, self.settings)

@@ -19,6 +19,7 @@ message for a person. No TorchServe import here.
 """
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -174,10 +175,15 @@ def normalize(pixels: torch.Tensor, pre: Preprocessing = Preprocessing()) -> tor
         raise ValueError(f"Expected a uint8 [..., 3, H, W] tensor. Got {pixels.dtype} {tuple(pixels.shape)}.")
     tensor = pixels.float().div_(255.0)
     if pre.mean is not None:
-        mean = torch.tensor(pre.mean).view(3, 1, 1)
-        std = torch.tensor(pre.std).view(3, 1, 1)
+        mean, std = _mean_std(pre.mean, pre.std)
         tensor = tensor.sub_(mean).div_(std)
     return tensor
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel constants, built once per spec rather than once per photo."""
+    return torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
 
 def image_to_tensor(image: Image.Image, pre: Preprocessing = Preprocessing()) -> torch.Tensor:

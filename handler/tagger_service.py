@@ -97,6 +97,14 @@ def extract_photo(request: dict[str, Any]) -> bytes:
     raise ImageError("bad_json", f"Expected a photo, got JSON of type {type(payload).__name__}.")
 
 
+def run_inference(model: torch.nn.Module, images: torch.Tensor, *, bf16: bool = False, channels_last: bool = True) -> torch.Tensor:
+    """The forward pass every caller shares (handler, evaluation, bench): fp32 logits out."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(images).float()
+
+
 def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota.
 

@@ -77,6 +77,7 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float]:
     sys.path.insert(0, str(model_dir))
     from tagger_model import load_tagger
     from tagger_preprocess import decode_image, image_to_tensor
+    from tagger_service import run_inference
     from tagger_spec import load_spec
 
     torch.set_num_threads(threads)
@@ -88,9 +89,7 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float]:
     height, width = spec.preprocessing.size
 
     def run(images):
-        x = images.contiguous(memory_format=torch.channels_last) if settings.get("channels_last", True) else images
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(x).float()
+        return run_inference(model, images, bf16=bf16, channels_last=settings.get("channels_last", True))
 
     def prep():
         decoded = decode_image(photo, target_size=(width, height), draft=settings.get("jpeg_draft", True))

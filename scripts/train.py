@@ -39,6 +39,7 @@ from labels_csv import read_labels, resolve_images
 from scoring import score_codes
 from tagger_model import LizaAlertTagger
 from tagger_preprocess import ImageError, decode_image, normalize, resize_for_model
+from tagger_service import run_inference
 from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, load_spec
 
 IMAGENET_URL_HINT = "torchvision's ResNet34_Weights.IMAGENET1K_V1"
@@ -154,14 +155,10 @@ def use_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, pixels: torch.Tensor, spec: AttributeSpec, batch_size: int = 64, bf16: bool = False) -> torch.Tensor:
     model.eval()
-    outs = []
-    for start in range(0, len(pixels), batch_size):
-        x = normalize(pixels[start:start + batch_size], spec.preprocessing).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            outs.append(model(x).float())
+    outs = [run_inference(model, normalize(pixels[start:start + batch_size], spec.preprocessing), bf16=bf16)
+            for start in range(0, len(pixels), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, spec.num_logits)
 
 
