@@ -28,8 +28,7 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from tagger_decode import decode_logits
-from tagger_model import load_tagger
-from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, prepare_batch, run_inference
+from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, load_model, prepare_batch, run_inference
 from tagger_spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
@@ -40,12 +39,11 @@ class LizaAlertHandler(BaseHandler):
     def initialize(self, context) -> None:
         yaml_config = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_yaml(yaml_config.get("handler"))
+        self.batch_size = max(1, int(yaml_config.get("batchSize") or 1))
         self._set_threads(yaml_config)
         model_dir = Path(context.system_properties.get("model_dir"))
         self.spec = load_spec(model_dir / SPEC_FILENAME)
         super().initialize(context)  # builds the model through _load_pickled_model below
-        if self.settings.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         manifest_model = (self.manifest or {}).get("model", {})
         self.model_info = {
             "name": manifest_model.get("modelName", self.spec.model_name),
@@ -71,16 +69,22 @@ class LizaAlertHandler(BaseHandler):
             pass  # already set in this process (e.g. tests); harmless
 
     def _load_pickled_model(self, model_dir, model_file, model_pt_path):
-        # Never unpickle a module: rebuild it from the spec, load tensors only.
-        return load_tagger(model_pt_path, self.spec)
+        # Never unpickle a module: rebuild it from the spec and load tensors only,
+        # or load the int8 TorchScript archive.py built (precision: int8).
+        return load_model(model_dir, self.spec, self.settings)
 
     def _warm_up(self) -> None:
-        """One forward pass at start so that the first client does not pay for lazy init."""
+        """Forward passes at start so that the first clients do not pay for lazy init.
+
+        TorchScript (int8) optimises a graph on its first calls per input shape: run
+        a lone photo and a full batch twice each.
+        """
         height, width = self.spec.preprocessing.size
-        self._run_model(torch.zeros(1, 3, height, width))
+        for batch in (1, self.batch_size) * 2:
+            self._run_model(torch.zeros(batch, 3, height, width))
 
     def _run_model(self, images: torch.Tensor) -> torch.Tensor:
-        return run_inference(self.model, images, bf16=self.settings.precision == "bf16", channels_last=self.settings.channels_last)
+        return run_inference(self.model, images, bf16=self.settings.bf16, channels_last=self.settings.channels_last)
 
     def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
         batch = prepare_batch(data, self.spec.preprocessing, self.settings)

@@ -11,24 +11,28 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from tagger_model import load_tagger
 from tagger_preprocess import DEFAULT_MAX_PIXELS, ImageError, decode_image, image_to_tensor
-from tagger_spec import Preprocessing
+from tagger_quantize import INT8_FILENAME, load_int8
+from tagger_spec import AttributeSpec, Preprocessing
 
 # JSON keys that may carry a base64 photo, and multipart field names we accept
 # (the seed's service used "File").
 PHOTO_KEYS = ("data", "body", "image", "file", "File", "b64", "instances")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+WEIGHTS_FILENAME = "weights.pt"  # the fp32 state dict in every archive
 
 
 @dataclass
 class HandlerSettings:
     """The ``handler:`` section of model-config.yaml."""
 
-    precision: str = "fp32"  # "bf16" uses AMX/AVX512-BF16 autocast where the CPU has it
+    precision: str = "fp32"  # "bf16": autocast (AMX/AVX512-BF16); "int8": the archive's quantized TorchScript
     channels_last: bool = True
     torch_threads: int = 0  # 0: cores // maxWorkers, so workers x threads <= cores
     jpeg_draft: bool = True  # DCT-domain downscaling of large JPEGs
@@ -44,6 +48,10 @@ class HandlerSettings:
         if settings.precision not in PRECISIONS:
             raise ValueError(f"model-config.yaml handler.precision: expected one of {PRECISIONS}, got {settings.precision!r}")
         return settings
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
 
 
 @dataclass
@@ -95,6 +103,19 @@ def extract_photo(request: dict[str, Any]) -> bytes:
     if payload is None:
         raise ImageError("empty", "The request carries no photo: send it as the body, a form file or JSON base64.")
     raise ImageError("bad_json", f"Expected a photo, got JSON of type {type(payload).__name__}.")
+
+
+def load_model(model_dir: str | Path, spec: AttributeSpec, settings: HandlerSettings) -> torch.nn.Module:
+    """The model variant ``settings.precision`` asks for, from an unpacked archive, ready for :func:`run_inference`.
+
+    fp32 and bf16 rebuild the network from the spec and load the state dict
+    (tensors only); int8 loads the quantized TorchScript that archive.py built.
+    """
+    model_dir = Path(model_dir)
+    if settings.precision == "int8":
+        return load_int8(model_dir / INT8_FILENAME)
+    model = load_tagger(model_dir / WEIGHTS_FILENAME, spec)
+    return model.to(memory_format=torch.channels_last) if settings.channels_last else model
 
 
 def run_inference(model: torch.nn.Module, images: torch.Tensor, *, bf16: bool = False, channels_last: bool = True) -> torch.Tensor:

@@ -3,7 +3,9 @@
 
 The archive holds exactly what ``handler/`` holds (the handler, the model file,
 the pure modules, the attribute spec as ``attributes.json``, model-config.yaml)
-plus the weights. The build is deterministic: the same inputs give a
+plus the weights, and, when model-config.yaml asks for ``precision: int8``
+(or ``--int8``), the int8 variant quantized here on calibration photos
+(``weights_int8.pt``, TorchScript; ``--calibration DIR`` for real photos). The build is deterministic: the same inputs give a
 byte-identical archive (fixed manifest date, sorted zip entries, fixed
 timestamps), so an archive's hash identifies what it serves.
 
@@ -14,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -29,11 +33,13 @@ MODEL_NAME = "lizaalert_tagger"
 HANDLER_FILE = "tagger_handler.py"
 MODEL_FILE = "tagger_model.py"
 # The pure modules the handler and model import by bare name.
-EXTRA_MODULES = ("tagger_spec.py", "tagger_preprocess.py", "tagger_decode.py", "tagger_service.py")
+EXTRA_MODULES = ("tagger_spec.py", "tagger_preprocess.py", "tagger_decode.py", "tagger_service.py", "tagger_quantize.py")
 SPEC_NAME = "attributes.json"
 WEIGHTS_NAME = "weights.pt"
 FIXED_DATE = "01/01/2000 00:00:00"  # manifest "createdOn", fixed for reproducible archives
 ZIP_TIME = (2000, 1, 1, 0, 0, 0)
+CALIBRATION_SEED = 2  # int8 calibration scenes: not the training (0), threshold (1) or held-out (1001) seeds
+CALIBRATION_COUNT = 64
 
 
 def archive_file_name(version: str, name: str = MODEL_NAME) -> str:
@@ -47,6 +53,55 @@ def check_inputs(weights: Path, spec_path: Path) -> None:
     from tagger_spec import load_spec
 
     load_tagger(weights, load_spec(spec_path))
+
+
+def config_precision(config: Path) -> str:
+    import yaml
+
+    return str(((yaml.safe_load(Path(config).read_text()) or {}).get("handler") or {}).get("precision", "fp32"))
+
+
+def calibration_images(spec_path: Path, photos: Path | None = None, count: int = CALIBRATION_COUNT):
+    """Normalised ``[N, 3, H, W]`` calibration images, preprocessed exactly as the server does it.
+
+    From ``photos`` (a folder of real photos) when given, else generated scenes
+    at real photo sizes (640..4000 px, seed ``CALIBRATION_SEED``).
+    """
+    import make_scenes
+    from tagger_preprocess import ImageError, preprocess_image
+    from tagger_spec import load_spec
+
+    spec = load_spec(spec_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if photos is None:
+            photos = Path(tmp) / "scenes"
+            with contextlib.redirect_stdout(io.StringIO()):  # its label summary is noise here
+                make_scenes.main(["--out", str(photos), "--count", str(count), "--seed", str(CALIBRATION_SEED), "--quiet"])
+            photos = photos / "images"
+        files = sorted(p for p in Path(photos).iterdir() if p.is_file())[:count]
+        tensors = []
+        for path in files:
+            try:
+                tensors.append(preprocess_image(path.read_bytes(), spec.preprocessing))
+            except ImageError:
+                continue  # not a photo: calibrate on the others
+    if not tensors:
+        raise ValueError(f"no usable calibration photo in {photos}")
+    import torch
+
+    return torch.stack(tensors)
+
+
+def build_int8(weights: Path, spec_path: Path, out: Path, photos: Path | None = None) -> Path:
+    """Quantize the trunk to int8 on calibration photos; write the TorchScript file to ``out``."""
+    import torch
+    from tagger_model import load_tagger
+    from tagger_quantize import quantize_int8, save_int8
+    from tagger_spec import load_spec
+
+    torch.manual_seed(0)  # the histogram observers are deterministic; this is for anything else
+    model = load_tagger(weights, load_spec(spec_path))
+    return save_int8(quantize_int8(model, calibration_images(spec_path, photos)), out)
 
 
 def _zip_deterministically(source_dir: Path, target: Path) -> None:
@@ -69,13 +124,24 @@ def build_archive(
     store: Path = ROOT / "model_store",
     file_name: str | None = None,
     name: str = MODEL_NAME,
+    int8: bool | None = None,
+    calibration: Path | None = None,
 ) -> Path:
-    """Build ``store/file_name`` and return its path."""
+    """Build ``store/file_name`` and return its path.
+
+    ``int8`` adds the quantized TorchScript variant (``weights_int8.pt``);
+    ``None`` adds it exactly when model-config.yaml asks for ``precision: int8``.
+    """
     weights, spec, config, store = Path(weights), Path(spec), Path(config), Path(store)
     for label, path in (("weights", weights), ("spec", spec), ("model config", config)):
         if not path.is_file():
             raise FileNotFoundError(f"{label} file not found: {path}")
     check_inputs(weights, spec)
+    precision = config_precision(config)
+    if int8 is None:
+        int8 = precision == "int8"
+    elif precision == "int8" and not int8:
+        raise ValueError(f"{config} asks for precision int8; an archive without the int8 variant could not serve it")
     store.mkdir(parents=True, exist_ok=True)
     target = store / (file_name or archive_file_name(version, name))
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +151,10 @@ def build_archive(
         shutil.copyfile(spec, staging / SPEC_NAME)
         shutil.copyfile(weights, staging / WEIGHTS_NAME)
         extra = [str(HANDLER_DIR / m) for m in EXTRA_MODULES] + [str(staging / SPEC_NAME)]
+        if int8:
+            from tagger_quantize import INT8_FILENAME
+
+            extra.append(str(build_int8(weights, spec, staging / INT8_FILENAME, calibration)))
         out = tmp / "out"
         out.mkdir()
         cmd = [
@@ -123,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, default=ROOT / "model_store", help="model store directory (default: %(default)s)")
     parser.add_argument("--file", dest="file_name", help="archive file name (default: lizaalert_tagger_<version>.mar)")
     parser.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                        help="add the int8 variant (default: exactly when the config's precision is int8)")
+    parser.add_argument("--calibration", type=Path, help="folder of real photos to calibrate int8 on "
+                        f"(default: {CALIBRATION_COUNT} generated scenes)")
     args = parser.parse_args(argv)
     try:
         path = build_archive(
             args.weights, args.version, spec=args.spec, config=args.config,
-            store=args.store, file_name=args.file_name, name=args.name,
+            store=args.store, file_name=args.file_name, name=args.name, int8=args.int8, calibration=args.calibration,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"archive.py: {e}", file=sys.stderr)

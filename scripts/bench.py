@@ -75,27 +75,25 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float]:
     import torch
 
     sys.path.insert(0, str(model_dir))
-    from tagger_model import load_tagger
     from tagger_preprocess import decode_image, image_to_tensor
-    from tagger_service import run_inference
+    from tagger_service import HandlerSettings, load_model, run_inference
     from tagger_spec import load_spec
 
     torch.set_num_threads(threads)
+    settings = HandlerSettings.from_yaml(settings)
     spec = load_spec(Path(model_dir) / "attributes.json")
-    model = load_tagger(Path(model_dir) / "weights.pt", spec)
-    if settings.get("channels_last", True):
-        model = model.to(memory_format=torch.channels_last)
-    bf16 = settings.get("precision") == "bf16"
+    model = load_model(model_dir, spec, settings)
     height, width = spec.preprocessing.size
 
     def run(images):
-        return run_inference(model, images, bf16=bf16, channels_last=settings.get("channels_last", True))
+        return run_inference(model, images, bf16=settings.bf16, channels_last=settings.channels_last)
 
     def prep():
-        decoded = decode_image(photo, target_size=(width, height), draft=settings.get("jpeg_draft", True))
+        decoded = decode_image(photo, target_size=(width, height), draft=settings.jpeg_draft)
         return image_to_tensor(decoded.image, spec.preprocessing)
 
-    run(torch.stack([prep() for _ in range(batch)]))  # warm-up
+    for size in (1, batch) * 2:  # warm-up, as the handler does it
+        run(torch.stack([prep() for _ in range(size)]))
     # latency of one photo alone: decode + batch-1 model
     t0 = time.perf_counter()
     one = prep()

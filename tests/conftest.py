@@ -50,11 +50,25 @@ def model_dir(tmp_path_factory, seeded_weights) -> Path:
     """A directory laid out like an extracted archive (what TorchServe's worker sees)."""
     from archive import EXTRA_MODULES, HANDLER_FILE, MODEL_FILE, SPEC_NAME, WEIGHTS_NAME
 
+    from archive import build_int8
+    from tagger_quantize import INT8_FILENAME
+
     d = tmp_path_factory.mktemp("model_dir")
     for name in (HANDLER_FILE, MODEL_FILE, *EXTRA_MODULES, SPEC_NAME, "model-config.yaml"):
         shutil.copy(HANDLER_DIR / name, d / name)
     shutil.copy(seeded_weights, d / WEIGHTS_NAME)
+    # the int8 variant the shipped model-config.yaml serves, calibrated on a few small scenes (seconds)
+    build_int8(seeded_weights, d / SPEC_NAME, d / INT8_FILENAME, scene_photos(tmp_path_factory.mktemp("calibration"), 8))
     return d
+
+
+def scene_photos(folder: Path, count: int, seed: int = 5) -> Path:
+    """``count`` small generated scenes as JPEG files in ``folder``."""
+    import make_scenes
+
+    for i in range(count):
+        (folder / f"scene_{i:02d}.jpg").write_bytes(make_scenes.generate(seed, i, 480, 800)[0])
+    return folder
 
 
 def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | None = None):
