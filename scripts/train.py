@@ -208,6 +208,7 @@ def train(
     epochs: int,
     final_epochs: int,
     low_res: int,
+    final_images: int = 0,
     batch_size: int,
     lr: float,
     seed: int,
@@ -216,11 +217,13 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     loss_fn = TaggerLoss(spec, targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(pixels) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch + 1, pct_start=0.25)
+    final_epochs = min(final_epochs, epochs)
+    final_images = min(final_images or len(pixels), len(pixels))
+    steps = [math.ceil((final_images if epoch >= epochs - final_epochs else len(pixels)) / batch_size) for epoch in range(epochs)]
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=sum(steps) + 1, pct_start=0.25)
     full = spec.preprocessing.size
     model.train()
-    for epoch in range(epochs):
+    for epoch, steps_per_epoch in enumerate(steps):
         size = full if epoch >= epochs - final_epochs else (low_res, low_res)
         order = torch.randperm(len(pixels), generator=generator)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs} @{size[0]}px", unit="batch", leave=True)
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, help="start from a tagger state dict (e.g. an earlier weights.pt) instead")
     parser.add_argument("--epochs", type=int, default=10, help="total epochs (default: %(default)s)")
     parser.add_argument("--final-epochs", type=int, default=1, help="last epochs at the served resolution (default: %(default)s)")
+    parser.add_argument("--final-images", type=int, default=0,
+                        help="photos per served-resolution epoch, a random subset (default: all)")
     parser.add_argument("--low-res", type=int, default=128, help="resolution of the earlier epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train: {len(train_idx)} photos, validate: {len(val_rows)}; bf16={bf16}, threads={torch.get_num_threads()}", flush=True)
     train(
         model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec,
-        epochs=args.epochs, final_epochs=args.final_epochs, low_res=args.low_res,
+        epochs=args.epochs, final_epochs=args.final_epochs, low_res=args.low_res, final_images=args.final_images,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=bf16,
     )
 
