@@ -45,3 +45,20 @@ def test_missing_column_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("filename;Время суток\na.jpg;1\n", encoding="utf-8")
     assert train.main(["--images", str(tmp_path), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "train.py:" in capsys.readouterr().err
+
+
+def test_final_images_limits_the_served_resolution_epoch(spec):
+    """--final-images: the last epoch at 256 px sees only that many photos, the others all."""
+    import train
+    from tagger_model import LizaAlertTagger
+
+    torch.manual_seed(0)
+    pixels = torch.randint(0, 256, (12, 3, 256, 256), dtype=torch.uint8)
+    rows = [{a.key: a.codes[i % len(a.codes)] for a in spec.attributes} for i in range(12)]
+    model = LizaAlertTagger(spec)
+    seen = []
+    model.trunk.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    train.train(model, pixels, train.targets_from_codes(rows, spec), spec, epochs=2, final_epochs=1, low_res=64,
+                batch_size=4, lr=1e-3, seed=0, bf16=False, final_images=4)
+    assert sum(s[0] for s in seen if s[-1] == 64) == 12
+    assert sum(s[0] for s in seen if s[-1] == 256) == 4
