@@ -247,13 +247,21 @@ def test_registration_of_an_archive_outside_the_store_is_refused(server, tmp_pat
     assert [m["modelName"] for m in models["models"]] == ["lizaalert_tagger"]
 
 
-def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_store):
-    """A crafted archive whose weights file is a pickle with code: the worker refuses to load it."""
+@pytest.mark.parametrize(
+    ("precision", "served_file", "refusal"),
+    [("fp32", "weights.pt", "refused to load"), ("int8", "weights_int8.pt", "not an int8 TorchScript model")],
+)
+def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_store, precision, served_file, refusal):
+    """A crafted archive whose served weights file is a pickle with code: the worker refuses to load it.
+
+    fp32/bf16 load ``weights.pt`` with ``weights_only``; int8 loads ``weights_int8.pt``
+    with TorchScript's loader, which runs no pickled Python either."""
     import pickle
 
     import torch
+    import yaml
 
-    from archive import build_archive
+    from archive import HANDLER_DIR, build_archive
     from tagger_client import TaggerClient
 
     marker = tmp_path / "pwned"
@@ -262,16 +270,21 @@ def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_sto
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
+    config = yaml.safe_load((HANDLER_DIR / "model-config.yaml").read_text())
+    config["handler"]["precision"] = precision
+    (tmp_path / "model-config.yaml").write_text(yaml.safe_dump(config))
     store = tmp_path / "store"
-    good = build_archive(pytest_seeded(tmp_path), "1.0", store=store, file_name="lizaalert_tagger.mar")
-    # swap the weights inside the archive for the crafted pickle
+    good = build_archive(pytest_seeded(tmp_path), "1.0", config=tmp_path / "model-config.yaml", store=store,
+                         file_name="lizaalert_tagger.mar")
+    # swap the file the worker will load for the crafted pickle
     import zipfile
     evil_weights = tmp_path / "evil.pt"
     torch.save({"trunk.conv1.weight": Evil()}, evil_weights, pickle_module=pickle)
     crafted = store / "lizaalert_tagger_evil.mar"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(crafted, "w") as dst:
+        assert served_file in src.namelist()
         for item in src.infolist():
-            dst.writestr(item, evil_weights.read_bytes() if item.filename == "weights.pt" else src.read(item))
+            dst.writestr(item, evil_weights.read_bytes() if item.filename == served_file else src.read(item))
     server = start_server(tmp_path / "run", store)
     try:
         client = TaggerClient(server.inference_url, server.management_url, server.key_file, retries=0, timeout=120)
@@ -283,7 +296,7 @@ def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_sto
     finally:
         server.stop()
     log = (tmp_path / "run" / "logs" / "model_log.log").read_text()
-    assert "refused to load" in log
+    assert refusal in log
 
 
 def pytest_seeded(tmp_path):
