@@ -28,6 +28,7 @@ from pathlib import Path
 
 import _project  # noqa: F401  (handler/ on sys.path)
 from _project import HANDLER_DIR, ROOT
+from tagger_service import WEIGHTS_FILENAME
 
 MODEL_NAME = "lizaalert_tagger"
 HANDLER_FILE = "tagger_handler.py"
@@ -35,7 +36,7 @@ MODEL_FILE = "tagger_model.py"
 # The pure modules the handler and model import by bare name.
 EXTRA_MODULES = ("tagger_spec.py", "tagger_preprocess.py", "tagger_decode.py", "tagger_service.py", "tagger_quantize.py")
 SPEC_NAME = "attributes.json"
-WEIGHTS_NAME = "weights.pt"
+WEIGHTS_NAME = WEIGHTS_FILENAME  # the fp32 state dict, named once in tagger_service
 FIXED_DATE = "01/01/2000 00:00:00"  # manifest "createdOn", fixed for reproducible archives
 ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 CALIBRATION_SEED = 2  # int8 calibration scenes: not the training (0), threshold (1) or held-out (1001) seeds
@@ -56,9 +57,11 @@ def check_inputs(weights: Path, spec_path: Path) -> None:
 
 
 def config_precision(config: Path) -> str:
+    """The precision the config's ``handler:`` section serves, validated as the worker will validate it."""
     import yaml
+    from tagger_service import HandlerSettings
 
-    return str(((yaml.safe_load(Path(config).read_text()) or {}).get("handler") or {}).get("precision", "fp32"))
+    return HandlerSettings.from_yaml((yaml.safe_load(Path(config).read_text()) or {}).get("handler")).precision
 
 
 def calibration_images(spec_path: Path, photos: Path | None = None, count: int = CALIBRATION_COUNT):
@@ -94,12 +97,10 @@ def calibration_images(spec_path: Path, photos: Path | None = None, count: int =
 
 def build_int8(weights: Path, spec_path: Path, out: Path, photos: Path | None = None) -> Path:
     """Quantize the trunk to int8 on calibration photos; write the TorchScript file to ``out``."""
-    import torch
     from tagger_model import load_tagger
     from tagger_quantize import quantize_int8, save_int8
     from tagger_spec import load_spec
 
-    torch.manual_seed(0)  # the histogram observers are deterministic; this is for anything else
     model = load_tagger(weights, load_spec(spec_path))
     return save_int8(quantize_int8(model, calibration_images(spec_path, photos)), out)
 

@@ -103,3 +103,15 @@ def test_archive_refuses_int8_config_without_the_variant(tmp_path, seeded_weight
 
     with pytest.raises(ValueError, match="asks for precision int8"):
         build_archive(seeded_weights, "1.0", config=HANDLER_DIR / "model-config.yaml", store=tmp_path, int8=False)
+
+
+def test_archive_validates_the_config_it_packs(tmp_path, seeded_weights):
+    """A precision the worker would refuse is refused when the archive is built, not at worker start."""
+    from archive import HANDLER_DIR, build_archive
+
+    config = yaml.safe_load((HANDLER_DIR / "model-config.yaml").read_text())
+    config["handler"]["precision"] = "int4"
+    (tmp_path / "model-config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"expected one of \('fp32', 'bf16', 'int8'\), got 'int4'"):
+        build_archive(seeded_weights, "1.0", config=tmp_path / "model-config.yaml", store=tmp_path / "store")
+    assert not (tmp_path / "store").exists()
