@@ -5,9 +5,11 @@ The archive holds exactly what ``handler/`` holds (the handler, the model file,
 the pure modules, the attribute spec as ``attributes.json``, model-config.yaml)
 plus the weights, and, when model-config.yaml asks for ``precision: int8``
 (or ``--int8``), the int8 variant quantized here on calibration photos
-(``weights_int8.pt``, TorchScript; ``--calibration DIR`` for real photos). The build is deterministic: the same inputs give a
+(``weights_int8.pt``, TorchScript; ``--calibration DIR`` for real photos).
+Without int8 the build is deterministic: the same inputs give a
 byte-identical archive (fixed manifest date, sorted zip entries, fixed
-timestamps), so an archive's hash identifies what it serves.
+timestamps), so an archive's hash identifies what it serves. The int8 file is
+not guaranteed to be: TorchScript names its classes by a per-process counter.
 
 Example:
     python scripts/archive.py --weights build/default/weights.pt --spec build/default/attributes.json \\
