@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import multiprocessing
 import sys
@@ -1623,11 +1624,31 @@ def image_name(index: int) -> str:
     return f"{index:05d}.jpg"
 
 
-def _write_one(job: tuple[Path, int, int, int, int, float]) -> tuple[int, dict[str, int]]:
+TAG_FOR_OBJECT = {kind: tag for tag, kind in OBJECT_FOR_TAG.items()}
+BOXES_FILENAME = "boxes.json"
+
+
+def tag_boxes(plan: ScenePlan) -> list[list]:
+    """``[tag, x0, y0, x1, y1]`` per drawn object of a binary tag, the box in fractions of the
+    photo (clipped to it). Distractors (lone people, birds) are left out. Training uses these to
+    label crops correctly (``train.py --low-res-mode crop``)."""
+    w, h = plan.size
+    out = []
+    for placement in plan.objects:
+        tag = TAG_FOR_OBJECT.get(placement.kind)
+        if tag is None:
+            continue
+        x0, y0, x1, y1 = object_bbox(placement, w, h)
+        out.append([tag, round(max(0.0, x0 / w), 4), round(max(0.0, y0 / h), 4),
+                    round(min(1.0, x1 / w), 4), round(min(1.0, y1 / h), 4)])
+    return out
+
+
+def _write_one(job: tuple[Path, int, int, int, int, float]) -> tuple[int, dict[str, int], list[list]]:
     images_dir, seed, index, min_size, max_size, tag_boost = job
     data, plan = generate(seed, index, min_size, max_size, tag_boost)
     (images_dir / image_name(index)).write_bytes(data)
-    return index, plan.labels
+    return index, plan.labels, tag_boxes(plan)
 
 
 def make_dataset(
@@ -1641,27 +1662,30 @@ def make_dataset(
     progress: bool = True,
     tag_boost: float = 1.0,
 ) -> list[tuple[str, dict[str, int]]]:
-    """Write ``out/images/*.jpg`` and ``out/labels.csv``; returns the rows written."""
+    """Write ``out/images/*.jpg``, ``out/labels.csv`` and ``out/boxes.json`` (where each tagged
+    object was drawn, see :func:`tag_boxes`); returns the rows written."""
     from tqdm import tqdm
 
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     work = [(images_dir, seed, i, min_size, max_size, tag_boost) for i in range(count)]
     labels: dict[int, dict[str, int]] = {}
+    boxes: dict[int, list[list]] = {}
     bar = tqdm(total=count, unit="img", desc="scenes", disable=not progress, mininterval=1.0)
     if jobs > 1 and count > 1:
         with multiprocessing.Pool(jobs) as pool:
-            for index, row in pool.imap_unordered(_write_one, work, chunksize=4):
-                labels[index] = row
+            for index, row, drawn in pool.imap_unordered(_write_one, work, chunksize=4):
+                labels[index], boxes[index] = row, drawn
                 bar.update()
     else:
         for job in work:
-            index, row = _write_one(job)
-            labels[index] = row
+            index, row, drawn = _write_one(job)
+            labels[index], boxes[index] = row, drawn
             bar.update()
     bar.close()
     rows = [(image_name(i), labels[i]) for i in range(count)]
     write_labels(out / "labels.csv", rows, spec)
+    (out / BOXES_FILENAME).write_text(json.dumps({image_name(i): boxes[i] for i in range(count)}, separators=(",", ":")) + "\n")
     return rows
 
 

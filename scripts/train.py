@@ -21,12 +21,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ from scoring import score_codes
 from tagger_model import LizaAlertTagger
 from tagger_preprocess import ImageError, decode_image, normalize, resize_for_model
 from tagger_service import run_inference
-from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, load_spec
+from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
 
 IMAGENET_URL_HINT = "torchvision's ResNet34_Weights.IMAGENET1K_V1"
 
@@ -48,24 +50,23 @@ IMAGENET_URL_HINT = "torchvision's ResNet34_Weights.IMAGENET1K_V1"
 # --- data ---------------------------------------------------------------------
 
 
-def _load_pixels(args: tuple[str, tuple[int, int]]) -> np.ndarray | str:
-    path, size = args
-    from tagger_spec import Preprocessing
-
+def _load_pixels(args: tuple[str, Preprocessing]) -> np.ndarray | str:
+    """One photo through the serving decode and resize (the spec's size and interpolation)."""
+    path, pre = args
     try:
-        decoded = decode_image(Path(path).read_bytes(), target_size=(size[1], size[0]))
-        return resize_for_model(decoded.image, Preprocessing(size=size)).numpy()
+        decoded = decode_image(Path(path).read_bytes(), target_size=(pre.size[1], pre.size[0]))
+        return resize_for_model(decoded.image, pre).numpy()
     except (OSError, ImageError) as e:
         return f"{Path(path).name}: {e}"
 
 
 def load_pixels(paths: list[Path], spec: AttributeSpec, jobs: int) -> tuple[torch.Tensor, list[int], list[str]]:
     """Decode photos with the serving preprocessing into a ``[N, 3, H, W]`` uint8 tensor."""
-    size = spec.preprocessing.size
-    out = torch.empty((len(paths), 3, *size), dtype=torch.uint8)
+    pre = spec.preprocessing
+    out = torch.empty((len(paths), 3, *pre.size), dtype=torch.uint8)
     kept, problems = [], []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        results = pool.map(_load_pixels, [(str(p), size) for p in paths], chunksize=16)
+        results = pool.map(_load_pixels, [(str(p), pre) for p in paths], chunksize=16)
         for i, result in enumerate(tqdm(results, total=len(paths), desc="decode", unit="img", leave=False)):
             if isinstance(result, str):
                 problems.append(result)
@@ -75,7 +76,7 @@ def load_pixels(paths: list[Path], spec: AttributeSpec, jobs: int) -> tuple[torc
     return out[: len(kept)], kept, problems
 
 
-def load_labelled(images: Path, labels: Path, spec: AttributeSpec, jobs: int) -> tuple[torch.Tensor, list[dict[str, int]]]:
+def load_labelled(images: Path, labels: Path, spec: AttributeSpec, jobs: int) -> tuple[torch.Tensor, list[dict[str, int]], list[str]]:
     """Read a CSV in the seed's format and decode its usable photos; report what was skipped in one line."""
     resolved = resolve_images(read_labels(labels, spec), images)
     if resolved.skipped or resolved.bad_rows:
@@ -85,7 +86,19 @@ def load_labelled(images: Path, labels: Path, spec: AttributeSpec, jobs: int) ->
     pixels, kept, problems = load_pixels([path for _, path in resolved.usable], spec, jobs)
     if problems:
         print(f"warning: skipped {len(problems)} photos that did not decode (e.g. {problems[0]})", file=sys.stderr)
-    return pixels, [resolved.usable[i][0].labels for i in kept]
+    return pixels, [resolved.usable[i][0].labels for i in kept], [resolved.usable[i][1].name for i in kept]
+
+
+def load_boxes(path: Path, names: list[str]) -> list[list[list]]:
+    """Per photo, the tagged objects' boxes from make_scenes.py's boxes.json."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the objects' boxes {path}: {e}") from None
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise ValueError(f"{path} has no boxes for {len(missing)} photos (e.g. {missing[0]}): not the boxes of these labels")
+    return [table[n] for n in names]
 
 
 def targets_from_codes(rows: list[dict[str, int]], spec: AttributeSpec) -> dict[str, torch.Tensor]:
@@ -128,24 +141,30 @@ def load_imagenet_trunk(model: LizaAlertTagger, weights: str) -> None:
 
 
 class TaggerLoss(torch.nn.Module):
-    """Sum of per-head losses: CE for categorical heads, weighted BCE for binary ones."""
+    """Sum of per-head losses: CE for categorical heads, weighted BCE for binary ones.
+
+    ``masks`` (optional, per binary key) leaves examples out of that head's loss.
+    """
 
     def __init__(self, spec: AttributeSpec, targets: dict[str, torch.Tensor], max_pos_weight: float = 10.0) -> None:
         super().__init__()
         self.spec = spec
-        self.pos_weight = {}
         for a in spec.attributes:
             if a.is_binary:
                 pos = float(targets[a.key].sum())
                 neg = float(len(targets[a.key]) - pos)
-                self.pos_weight[a.key] = torch.tensor(min(max_pos_weight, math.sqrt(neg / max(pos, 1.0))))
+                self.register_buffer(f"pos_weight_{a.key}", torch.tensor(min(max_pos_weight, math.sqrt(neg / max(pos, 1.0)))))
 
-    def forward(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = logits.new_zeros(())
+    def forward(self, logits: torch.Tensor, targets: dict[str, torch.Tensor],
+                masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        total = logits.new_zeros((), dtype=torch.float32)
         for a in self.spec.attributes:
             part = logits[:, a.logits[0]:a.logits[1]].float()
             if a.is_binary:
-                total = total + F.binary_cross_entropy_with_logits(part[:, 0], targets[a.key], pos_weight=self.pos_weight[a.key])
+                mask = (masks or {}).get(a.key)
+                losses = F.binary_cross_entropy_with_logits(part[:, 0], targets[a.key].float(), reduction="none",
+                                                            pos_weight=getattr(self, f"pos_weight_{a.key}"))
+                total = total + (losses.mean() if mask is None else (losses * mask).sum() / mask.sum().clamp(min=1.0))
             else:
                 total = total + F.cross_entropy(part, targets[a.key])
         return total
@@ -157,7 +176,8 @@ def use_bf16() -> bool:
 
 def predict_logits(model: torch.nn.Module, pixels: torch.Tensor, spec: AttributeSpec, batch_size: int = 64, bf16: bool = False) -> torch.Tensor:
     model.eval()
-    outs = [run_inference(model, normalize(pixels[start:start + batch_size], spec.preprocessing), bf16=bf16)
+    device = next(model.parameters()).device
+    outs = [run_inference(model, normalize(pixels[start:start + batch_size], spec.preprocessing).to(device), bf16=bf16).cpu()
             for start in range(0, len(pixels), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, spec.num_logits)
 
@@ -199,60 +219,294 @@ def tune_thresholds(logits: torch.Tensor, truth: dict[str, list[int]], spec: Att
 # --- training loop ----------------------------------------------------------------
 
 
-def train(
-    model: LizaAlertTagger,
-    pixels: torch.Tensor,
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own input size and learning-rate cycle.
+
+    ``mode``: ``"full"`` (the served size), ``"resize"`` (the whole photo squashed to
+    ``size``: objects look smaller than served) or ``"crop"`` (random ``crop`` px windows of
+    the served-size photo: objects keep their served scale, labels follow the boxes).
+    """
+
+    name: str
+    mode: str
+    steps: int
+    lr: float
+    size: int = 0  # resize: the side in px
+    crop: tuple[int, int] = (0, 0)  # crop: smallest and largest side in px
+
+
+def phase_lr(phase: Phase, step: int, warmup: float = 0.1) -> float:
+    """One cycle per phase: linear warm-up from lr/25, then cosine down to lr/1e4."""
+    warm = max(1, int(phase.steps * warmup))
+    if step < warm:
+        return phase.lr * (0.04 + 0.96 * step / warm)
+    t = (step - warm) / max(1, phase.steps - warm)
+    return phase.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def crop_targets(
     targets: dict[str, torch.Tensor],
+    boxes: list[list[list]],
+    window: torch.Tensor,
     spec: AttributeSpec,
-    *,
-    epochs: int,
-    final_epochs: int,
-    low_res: int,
-    final_images: int = 0,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    bf16: bool,
-) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    loss_fn = TaggerLoss(spec, targets)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    final_epochs = min(final_epochs, epochs)
-    final_images = min(final_images or len(pixels), len(pixels))
-    steps = [math.ceil((final_images if epoch >= epochs - final_epochs else len(pixels)) / batch_size) for epoch in range(epochs)]
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=sum(steps) + 1, pct_start=0.25)
-    full = spec.preprocessing.size
-    model.train()
-    for epoch, steps_per_epoch in enumerate(steps):
-        size = full if epoch >= epochs - final_epochs else (low_res, low_res)
-        order = torch.randperm(len(pixels), generator=generator)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs} @{size[0]}px", unit="batch", leave=True)
-        running = None
-        for step in bar:
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            x = pixels[idx]
-            flip = torch.rand(len(idx), generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            x = normalize(x, spec.preprocessing)
-            if size != tuple(x.shape[-2:]):
-                x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-            x = x.contiguous(memory_format=torch.channels_last)
-            batch_targets = {k: v[idx] for k, v in targets.items()}
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            loss = loss_fn(logits, batch_targets)
-            optimizer.zero_grad(set_to_none=True)
+    keep: float = 0.5,
+    drop: float = 0.15,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Binary targets and loss masks for crops ``window [B, 4]`` (x0, y0, x1, y1 as fractions).
+
+    A tag is present in a crop when at least ``keep`` of one of its boxes is inside it,
+    absent when no box has more than ``drop`` inside, and left out of the loss otherwise
+    (half an object is neither a clear yes nor a clear no). Categorical targets are kept:
+    the light and the ground that carry them fill the whole photo.
+    """
+    out = dict(targets)
+    masks = {}
+    for a in spec.attributes:
+        if not a.is_binary:
+            continue
+        target = torch.zeros(len(boxes))
+        mask = torch.ones(len(boxes))
+        for i, drawn in enumerate(boxes):
+            if not targets[a.key][i]:
+                continue
+            inside = 0.0
+            for tag, x0, y0, x1, y1 in drawn:
+                if tag != a.key:
+                    continue
+                area = max(1e-9, (x1 - x0) * (y1 - y0))
+                w = max(0.0, min(x1, float(window[i, 2])) - max(x0, float(window[i, 0])))
+                h = max(0.0, min(y1, float(window[i, 3])) - max(y0, float(window[i, 1])))
+                inside = max(inside, w * h / area)
+            if inside >= keep:
+                target[i] = 1.0
+            elif inside > drop:
+                mask[i] = 0.0
+        out[a.key], masks[a.key] = target, mask
+    return out, masks
+
+
+class Trainer:
+    """The training loop: phases, optional EMA, checkpoints to resume from, snapshots for the learning curve."""
+
+    def __init__(
+        self,
+        model: LizaAlertTagger,
+        pixels: torch.Tensor,
+        targets: dict[str, torch.Tensor],
+        spec: AttributeSpec,
+        phases: list[Phase],
+        *,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        bf16: bool,
+        boxes: list[list[list]] | None = None,
+        ema_passes: int = 0,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        if any(p.mode == "crop" for p in phases) and boxes is None:
+            raise ValueError("crop phases need the objects' boxes (boxes.json from make_scenes.py); real photos: use --low-res-mode resize")
+        self.model, self.pixels, self.targets, self.spec = model, pixels, targets, spec
+        self.phases, self.batch_size, self.device, self.bf16, self.boxes = phases, batch_size, device, bf16, boxes
+        self.loss_fn = TaggerLoss(spec, targets).to(device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=phases[0].lr if phases else 1e-3, weight_decay=weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ema = None
+        if ema_passes:
+            decay = max(0.0, 1.0 - batch_size / ema_passes)
+            self.ema = torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+        self.step = 0  # global step over all phases
+        self.order = torch.empty(0, dtype=torch.long)
+        self.cursor = 0
+        self.running_loss: float | None = None
+        self.mean, self.std = self._norm_constants()
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    @property
+    def image_passes(self) -> int:
+        return self.step * self.batch_size
+
+    def _norm_constants(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        pre = self.spec.preprocessing
+        if pre.mean is None:
+            return None, None
+        return (torch.tensor(pre.mean, device=self.device).view(1, 3, 1, 1),
+                torch.tensor(pre.std, device=self.device).view(1, 3, 1, 1))
+
+    def where(self) -> tuple[Phase, int]:
+        """The phase of the current step and the step within it."""
+        step = self.step
+        for phase in self.phases:
+            if step < phase.steps:
+                return phase, step
+            step -= phase.steps
+        return self.phases[-1], self.phases[-1].steps
+
+    def _next_indexes(self) -> torch.Tensor:
+        out = []
+        need = self.batch_size
+        while need:
+            if self.cursor >= len(self.order):
+                self.order, self.cursor = torch.randperm(len(self.pixels), generator=self.generator), 0
+            take = self.order[self.cursor:self.cursor + need]
+            self.cursor += len(take)
+            need -= len(take)
+            out.append(take)
+        return torch.cat(out)
+
+    def _batch(self, phase: Phase) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        idx = self._next_indexes()
+        x = self.pixels[idx]
+        targets = {k: v[idx] for k, v in self.targets.items()}
+        masks: dict[str, torch.Tensor] = {}
+        flip = torch.rand(len(idx), generator=self.generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if phase.mode == "crop":
+            height, width = x.shape[-2:]
+            side = int(torch.randint(phase.crop[0], phase.crop[1] + 1, (1,), generator=self.generator))
+            side = min(side, height, width)
+            oy = torch.randint(0, height - side + 1, (len(idx),), generator=self.generator)
+            ox = torch.randint(0, width - side + 1, (len(idx),), generator=self.generator)
+            x = torch.stack([x[i, :, oy[i]:oy[i] + side, ox[i]:ox[i] + side] for i in range(len(idx))])
+            # the window in the unflipped photo's fractions
+            x0 = torch.where(flip, (width - ox - side).float(), ox.float()) / width
+            window = torch.stack([x0, oy.float() / height, x0 + side / width, (oy + side).float() / height], 1)
+            targets, masks = crop_targets(targets, [self.boxes[i] for i in idx.tolist()], window, self.spec)
+        x = x.to(self.device, non_blocking=True).float().div_(255.0)
+        if self.mean is not None:
+            x = x.sub_(self.mean).div_(self.std)
+        if phase.mode == "resize" and phase.size != x.shape[-1]:
+            x = F.interpolate(x, size=(phase.size, phase.size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.contiguous(memory_format=torch.channels_last)
+        to = lambda d: {k: v.to(self.device, non_blocking=True) for k, v in d.items()}  # noqa: E731
+        return x, to(targets), to(masks)
+
+    def run(self, *, on_step=None, max_seconds: float = 0.0) -> bool:
+        """Train until the last phase ends (True) or ``max_seconds`` pass (False)."""
+        self.model.train()
+        start = time.monotonic()
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="batch", mininterval=5.0, leave=True)
+        while self.step < self.total_steps:
+            phase, local = self.where()
+            lr = phase_lr(phase, local)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, targets, masks = self._batch(phase)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.model(x)
+            loss = self.loss_fn(logits, targets, masks)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
-            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.step += 1
+            value = loss.item()
+            self.running_loss = value if self.running_loss is None else 0.98 * self.running_loss + 0.02 * value
+            bar.update()
+            bar.set_postfix_str(f"{phase.name} loss={self.running_loss:.3f} lr={lr:.1e}", refresh=False)
+            if on_step is not None:
+                on_step(self)
+            if max_seconds and time.monotonic() - start > max_seconds:
+                bar.close()
+                return False
+        bar.close()
+        return True
+
+    def final_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- checkpoints: everything needed to continue exactly where the run stopped
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "order": self.order,
+            "cursor": self.cursor,
+            "phases": [dataclasses.asdict(p) for p in self.phases],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        phases = [dataclasses.asdict(p) for p in self.phases]
+        saved = [{**p, "crop": tuple(p["crop"])} for p in state["phases"]]
+        if saved != phases:
+            raise ValueError(f"the checkpoint was made with other phases: {saved}; this run has {phases}")
+        self.step, self.cursor = int(state["step"]), int(state["cursor"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        self.order = state["order"]
+
+
+def save_checkpoint(trainer: Trainer, path: Path, **extra) -> None:
+    """Atomically: a run killed while writing keeps the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({**trainer.state_dict(), **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def plan_phases(args: argparse.Namespace, train_count: int, full_size: int) -> list[Phase]:
+    """The CLI's schedule: ``--epochs`` in all, the last ``--final-epochs`` at the served size."""
+    bs = args.batch_size
+    final_epochs = min(args.final_epochs, args.epochs)
+    low_epochs = args.epochs - final_epochs
+    final_images = min(args.final_images or train_count, train_count)
+    phases = []
+    low_steps = math.ceil(low_epochs * train_count / bs)
+    if low_steps:
+        if args.low_res_mode == "crop":
+            phases.append(Phase("crop", "crop", low_steps, args.lr, crop=(args.crop_min, args.crop_max)))
+        elif args.low_res_mode == "resize":
+            phases.append(Phase(f"{args.low_res}px", "resize", low_steps, args.lr, size=args.low_res))
+        else:
+            phases.append(Phase(f"{full_size}px", "full", low_steps, args.lr))
+    final_steps = math.ceil(final_epochs * final_images / bs)
+    if final_steps:
+        phases.append(Phase(f"{full_size}px-final", "full", final_steps, args.final_lr or args.lr))
+    return phases
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
     return order[n_val:], order[:n_val]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to torch")
+    return torch.device(name)
+
+
+def evaluate(model: torch.nn.Module, pixels: torch.Tensor, rows: list[dict[str, int]], spec: AttributeSpec, bf16: bool) -> dict:
+    """Validation logits -> thresholds tuned for F1 on them -> scores at 0.5 and tuned."""
+    truth = {a.key: [r[a.key] for r in rows] for a in spec.attributes}
+    logits = predict_logits(model, pixels, spec, bf16=bf16)
+    thresholds = tune_thresholds(logits, truth, spec)
+    tuned_spec = spec.with_thresholds(thresholds)
+    return {
+        "default": score_codes(truth, codes_from_logits(logits, spec), spec),
+        "tuned": score_codes(truth, codes_from_logits(logits, tuned_spec), tuned_spec),
+        "thresholds": thresholds,
+        "spec": tuned_spec,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,38 +518,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="ImageNet ResNet34 weights: a local .pth file, or 'download' (needs internet); default: from scratch")
     parser.add_argument("--init", type=Path, help="start from a tagger state dict (e.g. an earlier weights.pt) instead")
     parser.add_argument("--epochs", type=int, default=10, help="total epochs (default: %(default)s)")
-    parser.add_argument("--final-epochs", type=int, default=1, help="last epochs at the served resolution (default: %(default)s)")
+    parser.add_argument("--final-epochs", type=int, default=1,
+                        help="last epochs at the served resolution, with their own learning-rate cycle (default: %(default)s)")
     parser.add_argument("--final-images", type=int, default=0,
                         help="photos per served-resolution epoch, a random subset (default: all)")
-    parser.add_argument("--low-res", type=int, default=128, help="resolution of the earlier epochs (default: %(default)s)")
+    parser.add_argument("--final-lr", type=float, default=0.0, help="peak learning rate of the served-resolution epochs (default: --lr)")
+    parser.add_argument("--low-res-mode", choices=("crop", "resize", "full"), default="resize",
+                        help="the earlier epochs: 'crop' = random --crop-min..--crop-max px windows of the served-size photo "
+                             "(served object scale; needs boxes.json), 'resize' = the photo squashed to --low-res px, "
+                             "'full' = the served size (default: %(default)s)")
+    parser.add_argument("--low-res", type=int, default=128, help="side of the 'resize' epochs in px (default: %(default)s)")
+    parser.add_argument("--crop-min", type=int, default=128, help="smallest crop side in px (default: %(default)s)")
+    parser.add_argument("--crop-max", type=int, default=192, help="largest crop side in px (default: %(default)s)")
+    parser.add_argument("--boxes", type=Path, help="objects' boxes for 'crop' (default: boxes.json beside --labels)")
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    parser.add_argument("--ema-passes", type=int, default=0,
+                        help="keep an exponential moving average of the weights over about this many image-passes, "
+                             "and ship it if it validates better (default: off)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="held-out share for threshold tuning and metrics (default: %(default)s)")
     parser.add_argument("--val-images", type=Path, help="directory of a separate validation set (default: --images)")
     parser.add_argument("--val-labels", type=Path, help="labels CSV of a separate validation set (instead of --val-fraction)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s: CUDA if present)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--jobs", type=int, default=0, help="decode processes (default: all cores)")
-    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 even if the CPU has bf16")
+    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 autocast is available")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="write OUT/checkpoint.pt this often, to continue with --resume (default: %(default)s; 0: never)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same data and schedule)")
+    parser.add_argument("--snapshot-every", type=int, default=0,
+                        help="every this many image-passes, save the weights to OUT/snapshots/ for the learning curve (default: never)")
     args = parser.parse_args(argv)
 
     start = time.monotonic()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(args.threads or cores)
     torch.manual_seed(args.seed)
-    spec = load_spec(args.spec)
-
     try:
-        pixels, rows = load_labelled(args.images, args.labels, spec, args.jobs or cores)
+        spec = load_spec(args.spec)
+        device = pick_device(args.device)
+        pixels, rows, names = load_labelled(args.images, args.labels, spec, args.jobs or cores)
         if args.val_labels:
-            val_pixels, val_rows = load_labelled(args.val_images or args.images, args.val_labels, spec, args.jobs or cores)
+            val_pixels, val_rows, _ = load_labelled(args.val_images or args.images, args.val_labels, spec, args.jobs or cores)
+        boxes = None
+        if args.low_res_mode == "crop":
+            boxes = load_boxes(args.boxes or args.labels.parent / "boxes.json", names)
     except (OSError, ValueError) as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
     print(f"data: {len(rows)} photos decoded in {time.monotonic() - start:.0f} s", flush=True)
 
     if args.val_labels:  # a separate validation set, e.g. with the real tag frequencies
-        train_idx, val_idx = torch.arange(len(rows)), None
+        train_idx = torch.arange(len(rows))
     else:
         train_idx, val_idx = split_indices(len(rows), args.val_fraction, args.seed)
         val_pixels, val_rows = pixels[val_idx], [rows[i] for i in val_idx.tolist()]
@@ -305,39 +580,89 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     elif args.weights:
         load_imagenet_trunk(model, args.weights)
-    model = model.to(memory_format=torch.channels_last)
-    bf16 = use_bf16() and not args.no_bf16
-    print(f"train: {len(train_idx)} photos, validate: {len(val_rows)}; bf16={bf16}, threads={torch.get_num_threads()}", flush=True)
-    train(
-        model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec,
-        epochs=args.epochs, final_epochs=args.final_epochs, low_res=args.low_res, final_images=args.final_images,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=bf16,
-    )
-
-    model.eval()
-    truth = {a.key: [r[a.key] for r in val_rows] for a in spec.attributes}
-    logits = predict_logits(model, val_pixels, spec, bf16=bf16)
-    default_score = score_codes(truth, codes_from_logits(logits, spec), spec)
-    thresholds = tune_thresholds(logits, truth, spec)
-    tuned_spec = spec.with_thresholds(thresholds)
-    tuned_score = score_codes(truth, codes_from_logits(logits, tuned_spec), tuned_spec)
-
+    model = model.to(device, memory_format=torch.channels_last)
+    bf16 = (device.type == "cuda" or use_bf16()) and not args.no_bf16
+    phases = plan_phases(args, len(train_idx), spec.preprocessing.size[0])
+    try:
+        trainer = Trainer(model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec, phases,
+                          batch_size=args.batch_size, seed=args.seed, device=device, bf16=bf16,
+                          boxes=[boxes[i] for i in train_idx.tolist()] if boxes is not None else None,
+                          ema_passes=args.ema_passes)
+    except ValueError as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    model = model.to(memory_format=torch.contiguous_format)
+    checkpoint = args.out / "checkpoint.pt"
+    elapsed_before = 0.0
+    if args.resume:
+        if not checkpoint.exists():
+            print(f"train.py: --resume: {checkpoint} does not exist", file=sys.stderr)
+            return 2
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        try:
+            trainer.load_state_dict(state)
+        except (ValueError, RuntimeError, KeyError) as e:
+            print(f"train.py: --resume: {checkpoint} does not fit this run: {e}", file=sys.stderr)
+            return 2
+        elapsed_before = float(state.get("train_seconds", 0.0))
+        print(f"resumed from {checkpoint} at step {trainer.step} of {trainer.total_steps} ({trainer.image_passes} image-passes)", flush=True)
+    plan = ", ".join(f"{p.name}: {p.steps} steps at lr {p.lr:g}" for p in phases)
+    print(f"train: {len(train_idx)} photos, validate: {len(val_rows)}; device={device}, bf16={bf16}, "
+          f"threads={torch.get_num_threads()}; {plan}", flush=True)
+
+    train_start = time.monotonic()
+    last_checkpoint = time.monotonic()
+    log = (args.out / "train_log.jsonl").open("a", encoding="utf-8")
+
+    def on_step(t: Trainer) -> None:
+        nonlocal last_checkpoint
+        seconds = elapsed_before + time.monotonic() - train_start
+        if args.snapshot_every and t.image_passes // args.snapshot_every > (t.image_passes - t.batch_size) // args.snapshot_every:
+            snap = args.out / "snapshots" / f"passes_{t.image_passes:08d}.pt"
+            snap.parent.mkdir(exist_ok=True)
+            torch.save({k: v.detach().cpu().contiguous() for k, v in t.final_model().state_dict().items()}, snap)
+            log.write(json.dumps({"snapshot": snap.name, "image_passes": t.image_passes, "seconds": round(seconds, 1)}) + "\n")
+        if t.step % 50 == 0:
+            log.write(json.dumps({"step": t.step, "image_passes": t.image_passes, "seconds": round(seconds, 1),
+                                  "loss": round(t.running_loss, 4)}) + "\n")
+            log.flush()
+        if args.checkpoint_minutes and time.monotonic() - last_checkpoint > 60 * args.checkpoint_minutes:
+            save_checkpoint(t, checkpoint, train_seconds=seconds)
+            last_checkpoint = time.monotonic()
+
+    trainer.run(on_step=on_step)
+    log.close()
+    train_seconds = elapsed_before + time.monotonic() - train_start
+
+    candidates = {"weights": trainer.model}
+    if trainer.ema is not None:
+        candidates["ema"] = trainer.ema.module
+    results = {name: evaluate(m, val_pixels, val_rows, spec, bf16) for name, m in candidates.items()}
+    chosen = max(results, key=lambda name: results[name]["tuned"].overall)
+    result, model = results[chosen], candidates[chosen]
+
+    model = model.to("cpu", memory_format=torch.contiguous_format)
     torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, args.out / "weights.pt")
-    tuned_spec.save(args.out / "attributes.json")
+    result["spec"].save(args.out / "attributes.json")
     metrics = {
-        "validation": tuned_score.to_dict(),
-        "validation_at_0.5": default_score.to_dict(),
-        "thresholds": thresholds,
+        "validation": result["tuned"].to_dict(),
+        "validation_at_0.5": result["default"].to_dict(),
+        "thresholds": result["thresholds"],
+        "shipped": chosen,
+        "candidates": {name: r["tuned"].overall for name, r in results.items()},
         "train_photos": len(train_idx),
         "validation_photos": len(val_rows),
         "epochs": args.epochs,
-        "low_res": args.low_res,
+        "phases": [dataclasses.asdict(p) for p in phases],
+        "batch_size": args.batch_size,
+        "image_passes": trainer.image_passes,
+        "device": str(device),
+        "train_seconds": round(train_seconds, 1),
         "seconds": round(time.monotonic() - start, 1),
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(tuned_score.table())
+    print(result["tuned"].table())
+    print("candidates: " + ", ".join(f"{n} {r['tuned'].overall:.4f}" for n, r in results.items()) + f"; shipped {chosen}")
     print(f"wrote {args.out}/weights.pt, attributes.json, metrics.json in {time.monotonic() - start:.0f} s")
     return 0
 

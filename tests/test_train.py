@@ -47,18 +47,132 @@ def test_missing_column_is_a_clear_error(tmp_path, capsys):
     assert "train.py:" in capsys.readouterr().err
 
 
-def test_final_images_limits_the_served_resolution_epoch(spec):
-    """--final-images: the last epoch at 256 px sees only that many photos, the others all."""
+def _tiny_trainer(spec, phases, *, seed=0, boxes=None, n=12):
     import train
     from tagger_model import LizaAlertTagger
 
     torch.manual_seed(0)
-    pixels = torch.randint(0, 256, (12, 3, 256, 256), dtype=torch.uint8)
-    rows = [{a.key: a.codes[i % len(a.codes)] for a in spec.attributes} for i in range(12)]
+    pixels = torch.randint(0, 256, (n, 3, 256, 256), dtype=torch.uint8)
+    rows = [{a.key: a.codes[i % len(a.codes)] for a in spec.attributes} for i in range(n)]
     model = LizaAlertTagger(spec)
+    return train.Trainer(model, pixels, train.targets_from_codes(rows, spec), spec, phases, batch_size=4, seed=seed,
+                         device=torch.device("cpu"), bf16=False, boxes=boxes)
+
+
+def test_phases_run_at_their_sizes(spec):
+    """A low-resolution phase sees the photo squashed to its size, the final phase the served 256 px,
+    each for exactly its number of steps; a crop phase sees windows between its bounds."""
+    from train import Phase
+
+    phases = [Phase("low", "resize", 3, 1e-3, size=64), Phase("crop", "crop", 2, 1e-3, crop=(96, 128)),
+              Phase("final", "full", 1, 1e-3)]
+    boxes = [[] for _ in range(12)]
+    trainer = _tiny_trainer(spec, phases, boxes=boxes)
     seen = []
-    model.trunk.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
-    train.train(model, pixels, train.targets_from_codes(rows, spec), spec, epochs=2, final_epochs=1, low_res=64,
-                batch_size=4, lr=1e-3, seed=0, bf16=False, final_images=4)
-    assert sum(s[0] for s in seen if s[-1] == 64) == 12
-    assert sum(s[0] for s in seen if s[-1] == 256) == 4
+    trainer.model.trunk.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    assert trainer.run() is True
+    assert [s[-1] for s in seen[:3]] == [64, 64, 64]
+    assert all(96 <= s[-1] <= 128 and s[-1] == s[-2] for s in seen[3:5])
+    assert seen[5][-2:] == (256, 256) and len(seen) == 6
+    assert trainer.image_passes == 24
+
+
+def test_final_images_limits_the_served_resolution_epoch(spec):
+    """--final-images: the epoch at 256 px sees only that many photos, the earlier ones all."""
+    import argparse
+
+    from train import plan_phases
+
+    args = argparse.Namespace(batch_size=4, epochs=2, final_epochs=1, final_images=4, low_res_mode="resize", low_res=64,
+                              crop_min=128, crop_max=192, lr=1e-3, final_lr=5e-4)
+    low, final = plan_phases(args, train_count=12, full_size=256)
+    assert (low.mode, low.size, low.steps, low.lr) == ("resize", 64, 3, 1e-3)
+    assert (final.mode, final.steps, final.lr) == ("full", 1, 5e-4)
+
+
+def test_each_phase_has_its_own_learning_rate_cycle():
+    """The served-resolution phase warms up again from its own peak rather than
+    running at the tail (~0) of the first phase's cycle."""
+    from train import Phase, phase_lr
+
+    first, final = Phase("a", "resize", 100, 2e-3, size=128), Phase("b", "full", 50, 5e-4)
+    assert phase_lr(first, 0) < phase_lr(first, 10) == pytest.approx(2e-3)
+    assert phase_lr(first, 99) < 2e-5
+    assert max(phase_lr(final, s) for s in range(50)) == pytest.approx(5e-4)
+    assert phase_lr(final, 5) == pytest.approx(5e-4)
+
+
+def test_crop_labels_follow_the_boxes(spec):
+    """A tag is present in a crop holding most of its object, absent when the crop misses it,
+    and left out of the loss when the crop cuts it in half; untagged photos stay negative."""
+    from train import crop_targets, targets_from_codes
+
+    rows = [{a.key: 0 for a in spec.attributes} for _ in range(4)]
+    for r in rows[:3]:
+        r["car"] = 1
+    targets = targets_from_codes(rows, spec)
+    boxes = [[["car", 0.1, 0.1, 0.3, 0.3]]] * 3 + [[]]
+    window = torch.tensor([[0.0, 0.0, 0.5, 0.5],   # the whole car
+                           [0.5, 0.5, 1.0, 1.0],   # none of it
+                           [0.2, 0.0, 0.7, 0.5],   # half of it
+                           [0.0, 0.0, 0.5, 0.5]])  # no car in the photo
+    out, masks = crop_targets(targets, boxes, window, spec)
+    assert out["car"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert masks["car"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert out["time_of_day"] is targets["time_of_day"]
+
+
+def test_crop_phase_without_boxes_is_refused(spec):
+    from train import Phase
+
+    with pytest.raises(ValueError, match="boxes"):
+        _tiny_trainer(spec, [Phase("crop", "crop", 2, 1e-3, crop=(96, 128))])
+
+
+def test_resume_continues_exactly(spec, tmp_path):
+    """Stopping after some steps and resuming from the checkpoint gives the weights of an uninterrupted run."""
+    from train import Phase, save_checkpoint
+
+    torch.set_num_threads(1)  # bitwise-reproducible kernels
+    phases = [Phase("low", "resize", 3, 1e-3, size=64), Phase("final", "full", 2, 5e-4)]
+    straight = _tiny_trainer(spec, phases)
+    straight.run()
+
+    first = _tiny_trainer(spec, phases)
+    first.run(on_step=lambda t: t.step == 2 and save_checkpoint(t, tmp_path / "checkpoint.pt"))
+    second = _tiny_trainer(spec, phases)
+    second.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
+    assert second.step == 2
+    second.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    wrong = _tiny_trainer(spec, [Phase("other", "full", 5, 1e-3)])
+    with pytest.raises(ValueError, match="other phases"):
+        wrong.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
+
+
+def test_training_pixels_are_the_served_pixels(tmp_path):
+    """train.py decodes and resizes exactly as the handler does, interpolation included:
+    with a spec whose interpolation is not the default, the cached training pixels,
+    normalised, equal the tensor the serving path builds for the same photo."""
+    import dataclasses
+
+    import train
+    from conftest import make_photo
+    from tagger_preprocess import normalize
+    from tagger_service import HandlerSettings, prepare_batch
+    from tagger_spec import load_spec
+
+    base = load_spec()
+    photo = make_photo(size=(1600, 900), quality=90)
+    (tmp_path / "p.jpg").write_bytes(photo)
+    for interpolation in ("bilinear", "nearest", "bicubic"):
+        spec = dataclasses.replace(base, preprocessing=dataclasses.replace(base.preprocessing, interpolation=interpolation))
+        pixels, kept, problems = train.load_pixels([tmp_path / "p.jpg"], spec, jobs=1)
+        assert kept == [0] and not problems
+        served = prepare_batch([{"body": photo}], spec.preprocessing, HandlerSettings()).tensor
+        assert torch.equal(normalize(pixels, spec.preprocessing), served), interpolation
+    nearest = dataclasses.replace(base, preprocessing=dataclasses.replace(base.preprocessing, interpolation="nearest"))
+    a, _, _ = train.load_pixels([tmp_path / "p.jpg"], base, jobs=1)
+    b, _, _ = train.load_pixels([tmp_path / "p.jpg"], nearest, jobs=1)
+    assert not torch.equal(a, b)  # the interpolation really reaches the resize
