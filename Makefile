@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: help venv check-java system-tools model serve test bench clean clean-model
 
@@ -16,11 +16,12 @@ help:
 	@echo "make clean   remove run/ and build/ (keeps .venv and model_store)"
 	@echo "make clean-model  remove the default archive (the next make serve/test rebuilds it)"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is needed, found {sys.version.split()[0]}"' \
 		|| { echo "Set PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -34,17 +35,17 @@ system-tools:
 	bash scripts/install_system_tools.sh prometheus hey
 
 model: venv
-	$(PY) scripts/build_default.py
+	$(VENV)/bin/lizaalert-default-model
 
 serve: venv check-java model
-	$(PY) scripts/serve.py
+	$(VENV)/bin/lizaalert-serve
 
 # The tests include the shipped default model's served score, so the model is built first.
 test: venv check-java system-tools model
 	$(PY) scripts/run_tests.py
 
 bench: venv check-java model
-	$(PY) scripts/bench.py
+	$(VENV)/bin/lizaalert-bench
 
 clean:
 	rm -rf run build

@@ -1,9 +1,9 @@
 """TorchServe handler for the LizaAlert photo tagger.
 
-Thin on purpose: everything that is not TorchServe plumbing lives in the
-pure modules next to it (``tagger_spec``, ``tagger_model``,
-``tagger_preprocess``, ``tagger_decode``), so that moving to another server
-only means rewriting this file.
+Thin on purpose, and the only file that imports ``ts``: everything that is not
+TorchServe plumbing lives in the ``lizaalert_tagger`` package, which the archive
+carries at its root (``spec``, ``model``, ``preprocess``, ``decode``,
+``service``), so that moving to another server only means rewriting this file.
 
 Inputs per request: the photo as the raw body, as a multipart file field, or
 as base64 in JSON (``{"data": "<base64>"}``). A request whose photo cannot be
@@ -11,7 +11,7 @@ used gets its own 4xx with ``{"code", "type", "message"}``; the other requests
 of the batch are answered normally.
 
 Settings come from the archive's ``model-config.yaml`` under ``handler:``
-(see ``tagger_service.HandlerSettings``), so an operator can change precision or threads
+(see ``lizaalert_tagger.service.HandlerSettings``), so an operator can change precision or threads
 without rebuilding code.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from tagger_decode import decode_logits
-from tagger_service import HandlerSettings, PreparedBatch, available_cores, error_body, load_model, prepare_batch, run_inference
-from tagger_spec import SPEC_FILENAME, load_spec
+from lizaalert_tagger.decode import decode_logits
+from lizaalert_tagger.service import HandlerSettings, PreparedBatch, available_cores, error_body, load_model, prepare_batch, run_inference
+from lizaalert_tagger.spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +37,30 @@ class LizaAlertHandler(BaseHandler):
     """Tags photos with the 11 attributes of the spec shipped in the archive."""
 
     def initialize(self, context) -> None:
+        # BaseHandler.initialize is not called: it would unpickle a model file or load
+        # TorchScript by file name. The model is rebuilt from the spec and loaded as
+        # tensors only (or the int8 TorchScript that archive.py built) by service.load_model.
         yaml_config = getattr(context, "model_yaml_config", None) or {}
+        self.model_yaml_config = yaml_config
         self.settings = HandlerSettings.from_yaml(yaml_config.get("handler"))
         self.batch_size = max(1, int(yaml_config.get("batchSize") or 1))
         self._set_threads(yaml_config)
-        model_dir = Path(context.system_properties.get("model_dir"))
+        properties = context.system_properties
+        model_dir = Path(properties.get("model_dir"))
+        gpu = properties.get("gpu_id")
+        self.device = torch.device(f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu")
+        self.map_location = self.device.type
+        self.manifest = context.manifest
         self.spec = load_spec(model_dir / SPEC_FILENAME)
-        super().initialize(context)  # builds the model through _load_pickled_model below
+        self.model = load_model(model_dir, self.spec, self.settings).to(self.device)
+        self.model.eval()
         manifest_model = (self.manifest or {}).get("model", {})
         self.model_info = {
             "name": manifest_model.get("modelName", self.spec.model_name),
             "version": str(manifest_model.get("modelVersion", "unknown")),
         }
         self._warm_up()
+        self.initialized = True
         logger.info(
             "lizaalert_tagger %s ready: precision=%s channels_last=%s threads=%d draft=%s max_pixels=%d",
             self.model_info["version"], self.settings.precision, self.settings.channels_last,
@@ -68,11 +79,6 @@ class LizaAlertHandler(BaseHandler):
         except RuntimeError:
             pass  # already set in this process (e.g. tests); harmless
 
-    def _load_pickled_model(self, model_dir, model_file, model_pt_path):
-        # Never unpickle a module: rebuild it from the spec and load tensors only,
-        # or load the int8 TorchScript archive.py built (precision: int8).
-        return load_model(model_dir, self.spec, self.settings)
-
     def _warm_up(self) -> None:
         """Forward passes at start so that the first clients do not pay for lazy init.
 
@@ -81,7 +87,7 @@ class LizaAlertHandler(BaseHandler):
         """
         height, width = self.spec.preprocessing.size
         for batch in (1, self.batch_size) * 2:
-            self._run_model(torch.zeros(batch, 3, height, width))
+            self._run_model(torch.zeros(batch, 3, height, width, device=self.device))
 
     def _run_model(self, images: torch.Tensor) -> torch.Tensor:
         return run_inference(self.model, images, bf16=self.settings.bf16, channels_last=self.settings.channels_last)

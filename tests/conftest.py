@@ -29,7 +29,7 @@ def make_photo(fmt: str = "JPEG", size=(640, 480), mode: str = "RGB", color=(40,
 
 @pytest.fixture(scope="session")
 def spec():
-    from tagger_spec import load_spec
+    from lizaalert_tagger.spec import load_spec
 
     return load_spec()
 
@@ -37,7 +37,7 @@ def spec():
 @pytest.fixture(scope="session")
 def seeded_weights(tmp_path_factory) -> Path:
     """Random-initialised weights from a fixed seed (nothing here is about accuracy)."""
-    from tagger_model import LizaAlertTagger
+    from lizaalert_tagger.model import LizaAlertTagger
 
     torch.manual_seed(1234)
     path = tmp_path_factory.mktemp("weights") / "weights.pt"
@@ -48,14 +48,13 @@ def seeded_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, seeded_weights) -> Path:
     """A directory laid out like an extracted archive (what TorchServe's worker sees)."""
-    from archive import EXTRA_MODULES, HANDLER_FILE, MODEL_FILE, SPEC_NAME, WEIGHTS_NAME
-
-    from archive import build_int8
-    from tagger_quantize import INT8_FILENAME
+    from lizaalert_tagger.archive import HANDLER_FILE, PACKAGE_DIR, SPEC_NAME, WEIGHTS_NAME, build_int8, copy_package
+    from lizaalert_tagger.quantize import INT8_FILENAME
 
     d = tmp_path_factory.mktemp("model_dir")
-    for name in (HANDLER_FILE, MODEL_FILE, *EXTRA_MODULES, SPEC_NAME, "model-config.yaml"):
+    for name in (HANDLER_FILE, SPEC_NAME, "model-config.yaml"):
         shutil.copy(HANDLER_DIR / name, d / name)
+    copy_package(d / PACKAGE_DIR.name)
     shutil.copy(seeded_weights, d / WEIGHTS_NAME)
     # the int8 variant the shipped model-config.yaml serves, calibrated on a few small scenes (seconds)
     build_int8(seeded_weights, d / SPEC_NAME, d / INT8_FILENAME, scene_photos(tmp_path_factory.mktemp("calibration"), 8))
@@ -64,11 +63,23 @@ def model_dir(tmp_path_factory, seeded_weights) -> Path:
 
 def scene_photos(folder: Path, count: int, seed: int = 5) -> Path:
     """``count`` small generated scenes as JPEG files in ``folder``."""
-    import make_scenes
+    from lizaalert_tagger.scenes import generator as make_scenes
 
     for i in range(count):
         (folder / f"scene_{i:02d}.jpg").write_bytes(make_scenes.generate(seed, i, 480, 800)[0])
     return folder
+
+
+def load_handler_module(model_dir: Path):
+    """The adapter file of an archive-shaped dir, imported by its path (the worker finds it the same way)."""
+    import importlib.util
+
+    from lizaalert_tagger.archive import HANDLER_FILE
+
+    module_spec = importlib.util.spec_from_file_location("tagger_handler", model_dir / HANDLER_FILE)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | None = None):
@@ -79,7 +90,7 @@ def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | No
     config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
     config.update(yaml_overrides or {})
     manifest = {"model": {"modelName": "lizaalert_tagger", "modelVersion": "9.9-test",
-                          "serializedFile": "weights.pt", "modelFile": "tagger_model.py", "handler": "tagger_handler.py"}}
+                          "serializedFile": "weights.pt", "handler": "tagger_handler.py"}}
     metrics = MetricsCacheYamlImpl(str(ROOT / "metrics.yaml"))
     metrics.initialize_cache()
     metrics.model_name = "lizaalert_tagger"
@@ -91,13 +102,8 @@ def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | No
 
 @pytest.fixture(scope="session")
 def handler(model_dir):
-    """The handler initialised from the archive-shaped dir, exactly as the worker does."""
-    import sys
-
-    sys.path.insert(0, str(model_dir))  # the worker imports siblings by bare name
-    from tagger_handler import LizaAlertHandler
-
-    h = LizaAlertHandler()
+    """The handler initialised from the archive-shaped dir, as the worker does."""
+    h = load_handler_module(model_dir).LizaAlertHandler()
     h.initialize(make_context(model_dir))
     return h
 
@@ -108,7 +114,7 @@ def handler(model_dir):
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, seeded_weights) -> Path:
     """A temp model store holding the default archive built from seeded weights."""
-    from archive import build_archive
+    from lizaalert_tagger.archive import build_archive
 
     store = tmp_path_factory.mktemp("model_store")
     build_archive(seeded_weights, "1.0", store=store, file_name="lizaalert_tagger.mar")
@@ -117,7 +123,7 @@ def model_store(tmp_path_factory, seeded_weights) -> Path:
 
 def start_server(run_dir: Path, store: Path, **overrides):
     """Start TorchServe with the project's config, overriding only ports, paths and ``overrides``."""
-    from ts_runtime import TorchServe, free_port
+    from lizaalert_tagger.runtime import TorchServe, free_port
 
     ports = (free_port(), free_port(), free_port())
     ts = TorchServe(run_dir=run_dir, model_store=store, ports=ports, overrides={k: str(v) for k, v in overrides.items()})
@@ -138,7 +144,7 @@ def server(tmp_path_factory, model_store):
 
 @pytest.fixture()
 def client(server):
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.client import TaggerClient
 
     return TaggerClient(server.inference_url, server.management_url, server.key_file)
 
@@ -148,7 +154,7 @@ def run_tagctl(server, *args) -> tuple[int, str]:
     import contextlib
     import io
 
-    import tagctl
+    from lizaalert_tagger import tagctl
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

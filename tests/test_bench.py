@@ -8,8 +8,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_prints_every_row(tmp_path, seeded_weights):
-    import bench
-    from archive import build_archive
+    from lizaalert_tagger import bench
+    from lizaalert_tagger.archive import build_archive
 
     archive = build_archive(seeded_weights, "1.0", store=tmp_path / "store", file_name="lizaalert_tagger.mar")
     out = io.StringIO()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from tagger_decode import answer_codes, decode_logits
+from lizaalert_tagger.decode import answer_codes, decode_logits
 
 
 def logits_for(spec, picks: dict[str, int], binary_logit: float = 4.0) -> torch.Tensor:

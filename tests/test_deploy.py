@@ -26,7 +26,7 @@ import pytest
 import requests
 import yaml
 
-from ts_runtime import read_properties
+from lizaalert_tagger.runtime import read_properties
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

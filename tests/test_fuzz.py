@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_photo
-from tagger_preprocess import ImageError, preprocess_image
+from lizaalert_tagger.preprocess import ImageError, preprocess_image
 
 SEEDS = [make_photo(fmt, size=(48, 32)) for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")]
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import make_context, make_photo
+from conftest import load_handler_module, make_context, make_photo
 
 
 def statuses(ctx, n):
@@ -66,14 +66,14 @@ def test_all_bad_batch(handler, model_dir):
 
 
 def test_unknown_setting_is_refused(model_dir):
-    from tagger_handler import LizaAlertHandler
+    LizaAlertHandler = load_handler_module(model_dir).LizaAlertHandler
 
     with pytest.raises(ValueError, match="unknown keys \\['precison'\\]"):
         LizaAlertHandler().initialize(make_context(model_dir, yaml_overrides={"handler": {"precison": "bf16"}}))
 
 
 def test_bf16_setting_agrees_with_fp32(model_dir):
-    from tagger_handler import LizaAlertHandler
+    LizaAlertHandler = load_handler_module(model_dir).LizaAlertHandler
 
     h = LizaAlertHandler()
     h.initialize(make_context(model_dir, yaml_overrides={"handler": {"precision": "bf16"}}))
@@ -85,7 +85,7 @@ def test_bf16_setting_agrees_with_fp32(model_dir):
 def test_available_cores_respects_a_cgroup_quota(tmp_path):
     import os
 
-    from tagger_service import available_cores
+    from lizaalert_tagger.service import available_cores
 
     affinity = len(os.sched_getaffinity(0))
     quota = tmp_path / "cpu.max"

@@ -134,9 +134,9 @@ def test_one_bad_photo_fails_only_its_own_request_under_batching(server):
 
 
 def test_killed_worker_is_restarted_and_tag_folder_still_tags_every_photo(server, tmp_path):
-    import tagctl
-    from labels_csv import read_labels
-    from tagger_spec import load_spec
+    from lizaalert_tagger import tagctl
+    from lizaalert_tagger.labels_csv import read_labels
+    from lizaalert_tagger.spec import load_spec
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -166,7 +166,7 @@ def test_killed_worker_is_restarted_and_tag_folder_still_tags_every_photo(server
 
 
 def test_queue_saturation_gives_503_then_recovers(tmp_path, model_store):
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.client import TaggerClient
 
     server = start_server(tmp_path / "run", model_store, job_queue_size=2)
     try:
@@ -191,7 +191,7 @@ def test_queue_saturation_gives_503_then_recovers(tmp_path, model_store):
 
 
 def _try(client, photo):
-    from tagger_client import ClientError
+    from lizaalert_tagger.client import ClientError
 
     try:
         return client.predict(photo)
@@ -200,8 +200,8 @@ def _try(client, photo):
 
 
 def test_soak_zero_errors_and_bounded_memory(server):
-    from soak import run_soak
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.soak import run_soak
+    from lizaalert_tagger.client import TaggerClient
 
     client = TaggerClient(server.inference_url, server.management_url, server.key_file)
     # CI runs a short soak; the full one is `scripts/soak.py --requests 5000 --concurrency 32`.
@@ -261,8 +261,9 @@ def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_sto
     import torch
     import yaml
 
-    from archive import HANDLER_DIR, build_archive
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.archive import build_archive
+    from lizaalert_tagger.paths import HANDLER_DIR
+    from lizaalert_tagger.client import TaggerClient
 
     marker = tmp_path / "pwned"
 
@@ -288,7 +289,7 @@ def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_sto
     server = start_server(tmp_path / "run", store)
     try:
         client = TaggerClient(server.inference_url, server.management_url, server.key_file, retries=0, timeout=120)
-        from tagger_client import ClientError
+        from lizaalert_tagger.client import ClientError
         with pytest.raises(ClientError):
             client.management("POST", "/models", "register", params={"url": crafted.name, "model_name": "evil",
                                                                       "initial_workers": 1, "synchronous": "true"})
@@ -302,7 +303,7 @@ def test_archive_with_pickled_code_in_its_weights_is_refused(tmp_path, model_sto
 def pytest_seeded(tmp_path):
     import torch
 
-    from tagger_model import LizaAlertTagger
+    from lizaalert_tagger.model import LizaAlertTagger
 
     torch.manual_seed(0)
     path = tmp_path / "w.pt"

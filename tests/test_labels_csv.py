@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from labels_csv import LabelsFormatError, read_labels, resolve_images, write_labels
+from lizaalert_tagger.labels_csv import LabelsFormatError, read_labels, resolve_images, write_labels
 from PIL import Image
 
 SUBMISSION_HEADER = "filename;Время суток;Время года;Местность;Шерп;Авто;Вертолет;БПЛА;Кони;Кинолог;Водолаз;Объятия"

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from tagger_model import LizaAlertTagger, load_tagger
+from lizaalert_tagger.model import LizaAlertTagger, load_tagger
 
 
 @pytest.fixture(scope="module")

@@ -161,7 +161,7 @@ def test_alert_rules_pass_their_unit_tests(prometheus_tools):
 
 
 def test_scrape_config_targets_the_default_metrics_port():
-    from ts_runtime import read_properties
+    from lizaalert_tagger.runtime import read_properties
 
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == JOB]
@@ -244,7 +244,7 @@ class Prometheus:
     """A Prometheus server on a free loopback port, with the project's rules."""
 
     def __init__(self, binary: str, workdir: Path, metrics_target: str) -> None:
-        from ts_runtime import free_port
+        from lizaalert_tagger.runtime import free_port
 
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -343,7 +343,7 @@ REFUSED_QUERY = f'sum(lizaalert_images_refused{{job="{JOB}", reason="not_an_imag
 @pytest.mark.integration
 def test_prometheus_counts_our_predictions(prometheus, server):
     """N photos and one non-image: N+1 requests, N time_of_day tags, 1 refusal, as Prometheus sees them."""
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.client import TaggerClient
 
     queries = (REQUESTS_QUERY, TIME_OF_DAY_QUERY, REFUSED_QUERY)
     # The fixture waited for a scrape after every earlier test's requests: these are current.
@@ -371,7 +371,7 @@ def test_prometheus_counts_our_predictions(prometheus, server):
 @pytest.mark.integration
 def test_rules_evaluate_on_real_series(prometheus, server):
     """Every shipped rule evaluates without error on TorchServe's real label sets."""
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.client import TaggerClient
 
     client = TaggerClient(server.inference_url, server.management_url, server.key_file)
     for _ in range(2):  # new samples, so that rate() over the counters has something to see

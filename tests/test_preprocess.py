@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from conftest import make_photo
-from tagger_preprocess import ImageError, decode_image, image_to_tensor, preprocess_image
-from tagger_spec import Preprocessing
+from lizaalert_tagger.preprocess import ImageError, decode_image, image_to_tensor, preprocess_image
+from lizaalert_tagger.spec import Preprocessing
 
 RAW = Preprocessing()  # no mean/std: values stay in [0, 1]
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import make_context, make_photo, scene_photos
+from conftest import load_handler_module, make_context, make_photo, scene_photos
 
 
 @pytest.fixture(scope="module")
 def scene_batch(tmp_path_factory, spec):
-    from tagger_preprocess import preprocess_image
+    from lizaalert_tagger.preprocess import preprocess_image
 
     folder = scene_photos(tmp_path_factory.mktemp("scenes"), 6, seed=11)
     return torch.stack([preprocess_image(p.read_bytes(), spec.preprocessing) for p in sorted(folder.iterdir())])
@@ -25,8 +25,8 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def test_int8_model_follows_the_fp32_model(model_dir, spec, scene_batch):
     """The archive-shaped dir's int8 file is the same network: logits point the same way,
     while a differently seeded fp32 network does not (so the check can fail)."""
-    from tagger_model import LizaAlertTagger, load_tagger
-    from tagger_quantize import INT8_FILENAME, load_int8
+    from lizaalert_tagger.model import LizaAlertTagger, load_tagger
+    from lizaalert_tagger.quantize import INT8_FILENAME, load_int8
 
     fp32 = load_tagger(model_dir / "weights.pt", spec)
     int8 = load_int8(model_dir / INT8_FILENAME)
@@ -42,8 +42,8 @@ def test_int8_model_follows_the_fp32_model(model_dir, spec, scene_batch):
 
 
 def test_save_and_load_round_trip(tmp_path, model_dir, spec, scene_batch):
-    from tagger_model import load_tagger
-    from tagger_quantize import load_int8, quantize_int8, save_int8
+    from lizaalert_tagger.model import load_tagger
+    from lizaalert_tagger.quantize import load_int8, quantize_int8, save_int8
 
     module = quantize_int8(load_tagger(model_dir / "weights.pt", spec), scene_batch[:3])
     path = save_int8(module, tmp_path / "q.pt")
@@ -52,7 +52,7 @@ def test_save_and_load_round_trip(tmp_path, model_dir, spec, scene_batch):
 
 
 def test_load_int8_errors_say_what_is_wrong(tmp_path):
-    from tagger_quantize import load_int8
+    from lizaalert_tagger.quantize import load_int8
 
     with pytest.raises(FileNotFoundError, match="archive.py --int8"):
         load_int8(tmp_path / "weights_int8.pt")
@@ -63,15 +63,15 @@ def test_load_int8_errors_say_what_is_wrong(tmp_path):
 
 
 def test_quantize_refuses_bad_calibration(model_dir, spec):
-    from tagger_model import load_tagger
-    from tagger_quantize import quantize_int8
+    from lizaalert_tagger.model import load_tagger
+    from lizaalert_tagger.quantize import quantize_int8
 
     with pytest.raises(ValueError, match=r"Expected calibration images \[N>0, 3, H, W\]. Got \(0, 3, 256, 256\)"):
         quantize_int8(load_tagger(model_dir / "weights.pt", spec), torch.zeros(0, 3, 256, 256))
 
 
 def test_precision_setting_is_checked():
-    from tagger_service import HandlerSettings
+    from lizaalert_tagger.service import HandlerSettings
 
     assert HandlerSettings.from_yaml({"precision": "int8"}).precision == "int8"
     with pytest.raises(ValueError, match=r"expected one of \('fp32', 'bf16', 'int8'\), got 'int4'"):
@@ -81,7 +81,7 @@ def test_precision_setting_is_checked():
 def test_shipped_config_serves_int8_and_the_handler_agrees_with_fp32(model_dir, spec):
     """The handler built from the shipped config runs the int8 TorchScript; its answers
     match an fp32 handler's probabilities closely."""
-    from tagger_handler import LizaAlertHandler
+    LizaAlertHandler = load_handler_module(model_dir).LizaAlertHandler
 
     assert yaml.safe_load((model_dir / "model-config.yaml").read_text())["handler"]["precision"] == "int8"
     int8 = LizaAlertHandler()
@@ -99,7 +99,8 @@ def test_shipped_config_serves_int8_and_the_handler_agrees_with_fp32(model_dir, 
 
 
 def test_archive_refuses_int8_config_without_the_variant(tmp_path, seeded_weights):
-    from archive import HANDLER_DIR, build_archive
+    from lizaalert_tagger.archive import build_archive
+    from lizaalert_tagger.paths import HANDLER_DIR
 
     with pytest.raises(ValueError, match="asks for precision int8"):
         build_archive(seeded_weights, "1.0", config=HANDLER_DIR / "model-config.yaml", store=tmp_path, int8=False)
@@ -107,7 +108,8 @@ def test_archive_refuses_int8_config_without_the_variant(tmp_path, seeded_weight
 
 def test_archive_validates_the_config_it_packs(tmp_path, seeded_weights):
     """A precision the worker would refuse is refused when the archive is built, not at worker start."""
-    from archive import HANDLER_DIR, build_archive
+    from lizaalert_tagger.archive import build_archive
+    from lizaalert_tagger.paths import HANDLER_DIR
 
     config = yaml.safe_load((HANDLER_DIR / "model-config.yaml").read_text())
     config["handler"]["precision"] = "int4"

@@ -4,10 +4,10 @@ winter is white)."""
 
 from __future__ import annotations
 
-import make_scenes as ms
+import lizaalert_tagger.scenes.generator as ms
 import numpy as np
 import pytest
-from labels_csv import read_labels, resolve_images
+from lizaalert_tagger.labels_csv import read_labels, resolve_images
 from PIL import Image
 
 

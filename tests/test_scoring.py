@@ -1,7 +1,7 @@
 """The score: sklearn F1 per attribute, macro over present classes, mean over attributes."""
 import pytest
 
-from scoring import score_codes
+from lizaalert_tagger.scoring import score_codes
 
 
 def codes(spec, **overrides):

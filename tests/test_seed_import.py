@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet34
 
-from import_seed_checkpoint import convert, read_seed_checkpoint
-from tagger_decode import decode_logits
-from tagger_model import LizaAlertTagger
+from lizaalert_tagger.seed_import import convert, read_seed_checkpoint
+from lizaalert_tagger.decode import decode_logits
+from lizaalert_tagger.model import LizaAlertTagger
 
 SEED_ORDER = [("avia", 2), ("auto", 2), ("bpla", 2), ("diver", 2), ("cynologist", 2), ("horses", 2),
               ("hugs", 2), ("sherp", 2), ("timeday", 4), ("timeyear", 5), ("place", 3)]
@@ -109,10 +109,10 @@ def test_malicious_pickle_runs_no_code(tmp_path):
 
 @pytest.mark.integration
 def test_archive_from_the_import_serves(seed_checkpoint, spec, tmp_path):
-    from archive import build_archive
+    from lizaalert_tagger.archive import build_archive
     from conftest import make_photo, start_server
-    from import_seed_checkpoint import main
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.seed_import import main
+    from lizaalert_tagger.client import TaggerClient
 
     path, _ = seed_checkpoint
     assert main([str(path), "--out", str(tmp_path / "seed")]) == 0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tagger_spec import DEFAULT_SPEC_PATH, SpecError, load_spec, spec_from_dict
+from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, SpecError, load_spec, spec_from_dict
 
 SEED_COLUMNS = ["Время суток", "Время года", "Местность", "Шерп", "Авто", "Вертолет", "БПЛА", "Кони", "Кинолог", "Водолаз", "Объятия"]
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_client_survives_token_expiry(tmp_path, model_store):
-    from tagger_client import TaggerClient
+    from lizaalert_tagger.client import TaggerClient
 
     server = start_server(tmp_path / "run", model_store, token_expiration_min=1)
     try:

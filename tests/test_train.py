@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from tagger_model import load_tagger
-from tagger_spec import load_spec
+from lizaalert_tagger.model import load_tagger
+from lizaalert_tagger.spec import load_spec
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    import make_scenes
+    from lizaalert_tagger.scenes import generator as make_scenes
 
     out = tmp_path_factory.mktemp("scenes")
     assert make_scenes.main(["--out", str(out), "--count", "24", "--seed", "3", "--max-size", "320", "--quiet", "--jobs", "1"]) == 0
@@ -21,7 +21,7 @@ def tiny_set(tmp_path_factory):
 
 
 def test_train_writes_weights_spec_and_metrics(tiny_set, tmp_path, capsys):
-    import train
+    from lizaalert_tagger import train
 
     code = train.main(["--images", str(tiny_set / "images"), "--labels", str(tiny_set / "labels.csv"), "--out", str(tmp_path),
                        "--epochs", "2", "--final-epochs", "1", "--low-res", "64", "--batch-size", "8", "--val-fraction", "0.25"])
@@ -40,7 +40,7 @@ def test_train_writes_weights_spec_and_metrics(tiny_set, tmp_path, capsys):
 
 
 def test_missing_column_is_a_clear_error(tmp_path, capsys):
-    import train
+    from lizaalert_tagger import train
 
     (tmp_path / "labels.csv").write_text("filename;Время суток\na.jpg;1\n", encoding="utf-8")
     assert train.main(["--images", str(tmp_path), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "o")]) == 2
@@ -48,8 +48,8 @@ def test_missing_column_is_a_clear_error(tmp_path, capsys):
 
 
 def _tiny_trainer(spec, phases, *, seed=0, boxes=None, n=12):
-    import train
-    from tagger_model import LizaAlertTagger
+    from lizaalert_tagger import train
+    from lizaalert_tagger.model import LizaAlertTagger
 
     torch.manual_seed(0)
     pixels = torch.randint(0, 256, (n, 3, 256, 256), dtype=torch.uint8)
@@ -62,7 +62,7 @@ def _tiny_trainer(spec, phases, *, seed=0, boxes=None, n=12):
 def test_phases_run_at_their_sizes(spec):
     """A low-resolution phase sees the photo squashed to its size, the final phase the served 256 px,
     each for exactly its number of steps; a crop phase sees windows between its bounds."""
-    from train import Phase
+    from lizaalert_tagger.train import Phase
 
     phases = [Phase("low", "resize", 3, 1e-3, size=64), Phase("crop", "crop", 2, 1e-3, crop=(96, 128)),
               Phase("final", "full", 1, 1e-3)]
@@ -81,7 +81,7 @@ def test_final_images_limits_the_served_resolution_epoch(spec):
     """--final-images: the epoch at 256 px sees only that many photos, the earlier ones all."""
     import argparse
 
-    from train import plan_phases
+    from lizaalert_tagger.train import plan_phases
 
     args = argparse.Namespace(batch_size=4, epochs=2, final_epochs=1, final_images=4, low_res_mode="resize", low_res=64,
                               crop_min=128, crop_max=192, lr=1e-3, final_lr=5e-4)
@@ -93,7 +93,7 @@ def test_final_images_limits_the_served_resolution_epoch(spec):
 def test_each_phase_has_its_own_learning_rate_cycle():
     """The served-resolution phase warms up again from its own peak rather than
     running at the tail (~0) of the first phase's cycle."""
-    from train import Phase, phase_lr
+    from lizaalert_tagger.train import Phase, phase_lr
 
     first, final = Phase("a", "resize", 100, 2e-3, size=128), Phase("b", "full", 50, 5e-4)
     assert phase_lr(first, 0) < phase_lr(first, 10) == pytest.approx(2e-3)
@@ -105,7 +105,7 @@ def test_each_phase_has_its_own_learning_rate_cycle():
 def test_crop_labels_follow_the_boxes(spec):
     """A tag is present in a crop holding most of its object, absent when the crop misses it,
     and left out of the loss when the crop cuts it in half; untagged photos stay negative."""
-    from train import crop_targets, targets_from_codes
+    from lizaalert_tagger.train import crop_targets, targets_from_codes
 
     rows = [{a.key: 0 for a in spec.attributes} for _ in range(4)]
     for r in rows[:3]:
@@ -123,7 +123,7 @@ def test_crop_labels_follow_the_boxes(spec):
 
 
 def test_crop_phase_without_boxes_is_refused(spec):
-    from train import Phase
+    from lizaalert_tagger.train import Phase
 
     with pytest.raises(ValueError, match="boxes"):
         _tiny_trainer(spec, [Phase("crop", "crop", 2, 1e-3, crop=(96, 128))])
@@ -131,7 +131,7 @@ def test_crop_phase_without_boxes_is_refused(spec):
 
 def test_resume_continues_exactly(spec, tmp_path):
     """Stopping after some steps and resuming from the checkpoint gives the weights of an uninterrupted run."""
-    from train import Phase, save_checkpoint
+    from lizaalert_tagger.train import Phase, save_checkpoint
 
     torch.set_num_threads(1)  # bitwise-reproducible kernels
     phases = [Phase("low", "resize", 3, 1e-3, size=64), Phase("final", "full", 2, 5e-4)]
@@ -157,11 +157,11 @@ def test_training_pixels_are_the_served_pixels(tmp_path):
     normalised, equal the tensor the serving path builds for the same photo."""
     import dataclasses
 
-    import train
+    from lizaalert_tagger import train
     from conftest import make_photo
-    from tagger_preprocess import normalize
-    from tagger_service import HandlerSettings, prepare_batch
-    from tagger_spec import load_spec
+    from lizaalert_tagger.preprocess import normalize
+    from lizaalert_tagger.service import HandlerSettings, prepare_batch
+    from lizaalert_tagger.spec import load_spec
 
     base = load_spec()
     photo = make_photo(size=(1600, 900), quality=90)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def v2_archive(server, seeded_weights):
-    from archive import build_archive
+    from lizaalert_tagger.archive import build_archive
 
     return build_archive(seeded_weights, "2.0", store=server.model_store)
 

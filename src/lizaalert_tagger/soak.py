@@ -23,9 +23,10 @@ from urllib.parse import urlparse
 
 import psutil
 
-from tagger_client import MODEL_NAME, TaggerClient
+from lizaalert_tagger.paths import EXAMPLE_PHOTO
 
-ROOT = Path(__file__).resolve().parents[1]
+from lizaalert_tagger.client import MODEL_NAME, TaggerClient
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000, help="total requests (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default: %(default)s)")
-    parser.add_argument("--photo", type=Path, default=ROOT / "examples" / "photo.jpg", help="photo to send (default: %(default)s)")
+    parser.add_argument("--photo", type=Path, default=EXAMPLE_PHOTO, help="photo to send (default: %(default)s)")
     parser.add_argument("--model", default=MODEL_NAME, help="(default: %(default)s)")
     parser.add_argument("--inference-url", help="default: $LIZAALERT_INFERENCE_URL or http://127.0.0.1:8080")
     parser.add_argument("--management-url", help="default: $LIZAALERT_MANAGEMENT_URL or http://127.0.0.1:8081")

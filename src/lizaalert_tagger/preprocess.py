@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tagger_spec import Preprocessing
+from lizaalert_tagger.spec import Preprocessing
 
 # The largest photos real cameras write are ~100-110 MP (medium format, 108 MP
 # phone sensors); 120 MP admits them all. A PNG of that size costs ~360 MB to

@@ -16,14 +16,12 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-import _project  # noqa: F401
-from _project import ROOT
+from lizaalert_tagger.paths import DEFAULT_ARCHIVE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archive", type=Path, default=ROOT / "model_store" / "lizaalert_tagger.mar", help="(default: %(default)s)")
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="(default: %(default)s)")
     parser.add_argument("--variant", choices=("bf16", "int8"), help="variant to compare with fp32 (default: the archive's precision)")
     parser.add_argument("--count", type=int, default=300, help="held-out scenes (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1001, help="scene seed, never used in training (default: %(default)s)")
@@ -31,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    import make_scenes
-    from labels_csv import read_labels
-    from scoring import score_codes
-    from tagger_service import HandlerSettings, load_model
-    from tagger_spec import load_spec
-    from train import codes_from_logits, load_pixels, predict_logits
+    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger.labels_csv import read_labels
+    from lizaalert_tagger.scoring import score_codes
+    from lizaalert_tagger.service import HandlerSettings, load_model
+    from lizaalert_tagger.spec import load_spec
+    from lizaalert_tagger.train import codes_from_logits, load_pixels, predict_logits
 
     work = Path(tempfile.mkdtemp(prefix="lizaalert-parity-"))
     with zipfile.ZipFile(args.archive) as zf:

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from tagger_model import load_tagger
-from tagger_preprocess import DEFAULT_MAX_PIXELS, ImageError, decode_image, image_to_tensor
-from tagger_quantize import INT8_FILENAME, load_int8
-from tagger_spec import AttributeSpec, Preprocessing
+from lizaalert_tagger.model import load_tagger
+from lizaalert_tagger.preprocess import DEFAULT_MAX_PIXELS, ImageError, decode_image, image_to_tensor
+from lizaalert_tagger.quantize import INT8_FILENAME, load_int8
+from lizaalert_tagger.spec import AttributeSpec, Preprocessing
 
 # JSON keys that may carry a base64 photo, and multipart field names we accept
 # (the seed's service used "File").

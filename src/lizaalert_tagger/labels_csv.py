@@ -22,9 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import _project  # noqa: F401  (puts handler/ on sys.path)
-from tagger_spec import AttributeSpec, load_spec
+from lizaalert_tagger.spec import AttributeSpec, load_spec
 
 __all__ = [
     "LabelRow",

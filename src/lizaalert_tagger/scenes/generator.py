@@ -31,12 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
-
-import _project  # noqa: F401  (puts handler/ on sys.path)
 import numpy as np
-from labels_csv import write_labels
+from lizaalert_tagger.labels_csv import write_labels
 from PIL import Image, ImageChops, ImageDraw, ImageFont
-from tagger_spec import AttributeSpec, load_spec
+from lizaalert_tagger.spec import AttributeSpec, load_spec
 
 # --- what the generator knows about the spec's codes -----------------------------
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet34
 
-from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, load_spec
+from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, AttributeSpec, load_spec
 
 FEATURE_DIM = 512
 

@@ -35,14 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-import _project  # noqa: F401
-from labels_csv import read_labels, resolve_images
-from scoring import score_codes
-from tagger_model import LizaAlertTagger
-from tagger_preprocess import ImageError, decode_image, normalize, resize_for_model
-from tagger_service import run_inference
-from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
+from lizaalert_tagger.labels_csv import read_labels, resolve_images
+from lizaalert_tagger.scoring import score_codes
+from lizaalert_tagger.model import LizaAlertTagger
+from lizaalert_tagger.preprocess import ImageError, decode_image, normalize, resize_for_model
+from lizaalert_tagger.service import run_inference
+from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
 
 IMAGENET_URL_HINT = "torchvision's ResNet34_Weights.IMAGENET1K_V1"
 

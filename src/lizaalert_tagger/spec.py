@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from lizaalert_tagger.paths import HANDLER_DIR
+
 SPEC_FILENAME = "attributes.json"
-DEFAULT_SPEC_PATH = Path(__file__).with_name(SPEC_FILENAME)
+DEFAULT_SPEC_PATH = HANDLER_DIR / SPEC_FILENAME  # the source of truth; archives carry a tuned copy
 
 KINDS = ("binary", "categorical")
 

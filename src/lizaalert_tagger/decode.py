@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from tagger_spec import AttributeSpec
+from lizaalert_tagger.spec import AttributeSpec
 
 
 def decode_logits(

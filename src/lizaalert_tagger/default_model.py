@@ -22,12 +22,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from lizaalert_tagger.paths import DEFAULT_ARCHIVE, HANDLER_DIR, ROOT
+from lizaalert_tagger.archive import MODEL_NAME, build_archive
 
-import _project  # noqa: F401
-from _project import ROOT
-from archive import MODEL_NAME, build_archive
-
-DEFAULT_ARCHIVE = ROOT / "model_store" / f"{MODEL_NAME}.mar"
 TRAINED_VERSION = "1.0"
 UNTRAINED_VERSION = "0.1-untrained"
 # Sized to fit the whole build in 10 minutes on 2 cores (see README, "The default model").
@@ -45,7 +42,7 @@ FINAL_EPOCHS = 1
 def make_untrained_weights(out: Path, seed: int = 0) -> Path:
     """Seeded random initialisation of the spec's model, saved as a state dict."""
     import torch
-    from tagger_model import LizaAlertTagger
+    from lizaalert_tagger.model import LizaAlertTagger
 
     torch.manual_seed(seed)
     model = LizaAlertTagger()
@@ -55,8 +52,8 @@ def make_untrained_weights(out: Path, seed: int = 0) -> Path:
 
 
 def build_trained(build_dir: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
-    import make_scenes
-    import train
+    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import train
 
     timings = {}
     scenes = build_dir / "scenes"
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     args.build_dir.mkdir(parents=True, exist_ok=True)
     if args.untrained:
-        weights, spec, info, version = make_untrained_weights(args.build_dir / "untrained.pt"), ROOT / "handler" / "attributes.json", {}, UNTRAINED_VERSION
+        weights, spec, info, version = make_untrained_weights(args.build_dir / "untrained.pt"), HANDLER_DIR / "attributes.json", {}, UNTRAINED_VERSION
     else:
         weights, spec, info = build_trained(args.build_dir, args)
         version = TRAINED_VERSION

@@ -35,11 +35,8 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from multiprocessing import get_context
 from pathlib import Path
+from lizaalert_tagger.paths import DEFAULT_ARCHIVE, ROOT
 
-import _project  # noqa: F401
-from _project import ROOT
-
-DEFAULT_ARCHIVE = ROOT / "model_store" / "lizaalert_tagger.mar"
 SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080)}
 
 
@@ -53,7 +50,7 @@ def make_photo(size: tuple[int, int], seed: int = 7) -> bytes:
     ~2.2 MB, ~35 ms draft / ~190 ms full decode here); a clean synthetic scene
     compresses to a few hundred KB and decodes several times faster.
     """
-    import make_scenes
+    from lizaalert_tagger.scenes import generator as make_scenes
     import numpy as np
     from PIL import Image
 
@@ -83,9 +80,9 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float, float]:
     import torch
 
     sys.path.insert(0, str(model_dir))
-    from tagger_preprocess import decode_image, image_to_tensor
-    from tagger_service import HandlerSettings, load_model, run_inference
-    from tagger_spec import load_spec
+    from lizaalert_tagger.preprocess import decode_image, image_to_tensor
+    from lizaalert_tagger.service import HandlerSettings, load_model, run_inference
+    from lizaalert_tagger.spec import load_spec
 
     torch.set_num_threads(threads)
     settings = HandlerSettings.from_yaml(settings)
@@ -151,8 +148,8 @@ def serve_baseline(port: int, model_dir: str) -> None:
     from PIL import Image
 
     sys.path.insert(0, model_dir)
-    from tagger_model import load_tagger
-    from tagger_spec import load_spec
+    from lizaalert_tagger.model import load_tagger
+    from lizaalert_tagger.spec import load_spec
 
     spec = load_spec(Path(model_dir) / "attributes.json")
     model = load_tagger(Path(model_dir) / "weights.pt", spec)
@@ -188,7 +185,7 @@ def serve_baseline(port: int, model_dir: str) -> None:
 
 
 def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
-    from soak import parse_hey
+    from lizaalert_tagger.soak import parse_hey
 
     requests = -(-requests // concurrency) * concurrency  # hey sends n // c per client
     cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path),
@@ -229,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         serve_baseline(args.baseline_server, args.model_dir)
         return 0
 
-    from tagger_client import TaggerClient
-    from ts_runtime import TorchServe, free_port
+    from lizaalert_tagger.client import TaggerClient
+    from lizaalert_tagger.runtime import TorchServe, free_port
 
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     # Served runs need many requests per client (24 each): with a few, the ramp-up and the tail of

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_PATH = ROOT / "config.properties"
-METRICS_CONFIG_PATH = ROOT / "metrics.yaml"
-DEFAULT_MODEL_STORE = ROOT / "model_store"
-DEFAULT_RUN_DIR = ROOT / "run"
+from lizaalert_tagger.paths import CONFIG_PROPERTIES, METRICS_CONFIG, MODEL_STORE, RUN_DIR
+
+CONFIG_PATH = CONFIG_PROPERTIES
+METRICS_CONFIG_PATH = METRICS_CONFIG
+DEFAULT_MODEL_STORE = MODEL_STORE
+DEFAULT_RUN_DIR = RUN_DIR
 KEY_FILE_NAME = "key_file.json"
 
 

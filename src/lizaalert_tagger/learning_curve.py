@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-
-import _project  # noqa: F401
-from scoring import score_codes
-from tagger_model import load_tagger
-from tagger_spec import DEFAULT_SPEC_PATH, load_spec
-from train import codes_from_logits, load_labelled, predict_logits, tune_thresholds
+from lizaalert_tagger.scoring import score_codes
+from lizaalert_tagger.model import load_tagger
+from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, load_spec
+from lizaalert_tagger.train import codes_from_logits, load_labelled, predict_logits, tune_thresholds
 
 CATEGORICAL = ("time_of_day", "season", "terrain")
 

@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from tagger_client import DEFAULT_KEY_FILE, MODEL_NAME, ClientError, TaggerClient
-
-import _project  # noqa: F401  (handler/ on sys.path for the spec)
+from lizaalert_tagger.client import DEFAULT_KEY_FILE, MODEL_NAME, ClientError, TaggerClient
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TaggerClient], int]] = {}
 
@@ -109,7 +107,7 @@ def cmd_models(args: argparse.Namespace, client: TaggerClient) -> int:
 
 
 def list_photos(folder: Path) -> list[Path]:
-    from labels_csv import IMAGE_EXTENSIONS
+    from lizaalert_tagger.labels_csv import IMAGE_EXTENSIONS
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
@@ -121,8 +119,8 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
 
     from tqdm import tqdm
 
-    from labels_csv import write_labels
-    from tagger_spec import load_spec
+    from lizaalert_tagger.labels_csv import write_labels
+    from lizaalert_tagger.spec import load_spec
 
     spec = load_spec(args.spec)
     folder = Path(args.folder)
@@ -155,9 +153,9 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
 @command("score")
 def cmd_score(args: argparse.Namespace, client: TaggerClient) -> int:
     """Score a predicted CSV against a truth CSV (both in the seed's format)."""
-    from labels_csv import read_labels
-    from scoring import score_codes
-    from tagger_spec import load_spec
+    from lizaalert_tagger.labels_csv import read_labels
+    from lizaalert_tagger.scoring import score_codes
+    from lizaalert_tagger.spec import load_spec
 
     spec = load_spec(args.spec)
     try:
@@ -212,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full JSON answer")
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the tags")
 
-    from tagger_spec import DEFAULT_SPEC_PATH
+    from lizaalert_tagger.spec import DEFAULT_SPEC_PATH
 
     p = sub.add_parser("tag-folder", help="tag every photo of a folder; write the seed's CSV", formatter_class=fmt)
     p.add_argument("folder", type=Path)

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Build a TorchServe archive (.mar) of the tagger from a weights file.
 
-The archive holds exactly what ``handler/`` holds (the handler, the model file,
-the pure modules, the attribute spec as ``attributes.json``, model-config.yaml)
-plus the weights, and, when model-config.yaml asks for ``precision: int8``
+The archive's root holds what ``handler/`` holds (the TorchServe adapter, the
+attribute spec as ``attributes.json``, model-config.yaml), the
+``lizaalert_tagger`` package (the worker has the archive's root on its path) and
+the weights, and, when model-config.yaml asks for ``precision: int8``
 (or ``--int8``), the int8 variant quantized here on calibration photos
 (``weights_int8.pt``, TorchScript; ``--calibration DIR`` for real photos).
 Without int8 the build is deterministic: the same inputs give a
@@ -12,7 +13,7 @@ timestamps), so an archive's hash identifies what it serves. The int8 file is
 not guaranteed to be: TorchScript names its classes by a per-process counter.
 
 Example:
-    python scripts/archive.py --weights build/default/weights.pt --spec build/default/attributes.json \\
+    lizaalert-archive --weights build/default/weights.pt --spec build/default/attributes.json \\
         --version 2.0            # -> model_store/lizaalert_tagger_2.0.mar
 """
 from __future__ import annotations
@@ -27,16 +28,12 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-import _project  # noqa: F401  (handler/ on sys.path)
-from _project import HANDLER_DIR, ROOT
-from tagger_service import WEIGHTS_FILENAME
+from lizaalert_tagger.paths import HANDLER_DIR, MODEL_STORE
+from lizaalert_tagger.service import WEIGHTS_FILENAME
 
 MODEL_NAME = "lizaalert_tagger"
 HANDLER_FILE = "tagger_handler.py"
-MODEL_FILE = "tagger_model.py"
-# The pure modules the handler and model import by bare name.
-EXTRA_MODULES = ("tagger_spec.py", "tagger_preprocess.py", "tagger_decode.py", "tagger_service.py", "tagger_quantize.py")
+PACKAGE_DIR = Path(__file__).resolve().parent  # lizaalert_tagger/, carried whole by the archive
 SPEC_NAME = "attributes.json"
 WEIGHTS_NAME = WEIGHTS_FILENAME  # the fp32 state dict, named once in tagger_service
 FIXED_DATE = "01/01/2000 00:00:00"  # manifest "createdOn", fixed for reproducible archives
@@ -52,8 +49,8 @@ def archive_file_name(version: str, name: str = MODEL_NAME) -> str:
 
 def check_inputs(weights: Path, spec_path: Path) -> None:
     """Fail early, with the real reason, if the weights do not fit the spec."""
-    from tagger_model import load_tagger
-    from tagger_spec import load_spec
+    from lizaalert_tagger.model import load_tagger
+    from lizaalert_tagger.spec import load_spec
 
     load_tagger(weights, load_spec(spec_path))
 
@@ -61,7 +58,7 @@ def check_inputs(weights: Path, spec_path: Path) -> None:
 def config_precision(config: Path) -> str:
     """The precision the config's ``handler:`` section serves, validated as the worker will validate it."""
     import yaml
-    from tagger_service import HandlerSettings
+    from lizaalert_tagger.service import HandlerSettings
 
     return HandlerSettings.from_yaml((yaml.safe_load(Path(config).read_text()) or {}).get("handler")).precision
 
@@ -72,9 +69,9 @@ def calibration_images(spec_path: Path, photos: Path | None = None, count: int =
     From ``photos`` (a folder of real photos) when given, else generated scenes
     at real photo sizes (640..4000 px, seed ``CALIBRATION_SEED``).
     """
-    import make_scenes
-    from tagger_preprocess import ImageError, preprocess_image
-    from tagger_spec import load_spec
+    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger.preprocess import ImageError, preprocess_image
+    from lizaalert_tagger.spec import load_spec
 
     spec = load_spec(spec_path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,12 +96,17 @@ def calibration_images(spec_path: Path, photos: Path | None = None, count: int =
 
 def build_int8(weights: Path, spec_path: Path, out: Path, photos: Path | None = None) -> Path:
     """Quantize the trunk to int8 on calibration photos; write the TorchScript file to ``out``."""
-    from tagger_model import load_tagger
-    from tagger_quantize import quantize_int8, save_int8
-    from tagger_spec import load_spec
+    from lizaalert_tagger.model import load_tagger
+    from lizaalert_tagger.quantize import quantize_int8, save_int8
+    from lizaalert_tagger.spec import load_spec
 
     model = load_tagger(weights, load_spec(spec_path))
     return save_int8(quantize_int8(model, calibration_images(spec_path, photos)), out)
+
+
+def copy_package(target: Path) -> Path:
+    """The package's Python sources, without caches or build leftovers."""
+    return Path(shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")))
 
 
 def _zip_deterministically(source_dir: Path, target: Path) -> None:
@@ -124,7 +126,7 @@ def build_archive(
     *,
     spec: Path = HANDLER_DIR / SPEC_NAME,
     config: Path = HANDLER_DIR / "model-config.yaml",
-    store: Path = ROOT / "model_store",
+    store: Path = MODEL_STORE,
     file_name: str | None = None,
     name: str = MODEL_NAME,
     int8: bool | None = None,
@@ -153,9 +155,12 @@ def build_archive(
         staging.mkdir()
         shutil.copyfile(spec, staging / SPEC_NAME)
         shutil.copyfile(weights, staging / WEIGHTS_NAME)
-        extra = [str(HANDLER_DIR / m) for m in EXTRA_MODULES] + [str(staging / SPEC_NAME)]
+        package = staging / "package"
+        copy_package(package / PACKAGE_DIR.name)
+        # a directory in --extra-files is copied by content: lizaalert_tagger/ lands at the archive's root
+        extra = [str(package), str(staging / SPEC_NAME)]
         if int8:
-            from tagger_quantize import INT8_FILENAME
+            from lizaalert_tagger.quantize import INT8_FILENAME
 
             extra.append(str(build_int8(weights, spec, staging / INT8_FILENAME, calibration)))
         out = tmp / "out"
@@ -164,7 +169,6 @@ def build_archive(
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", name,
             "--version", version,
-            "--model-file", str(HANDLER_DIR / MODEL_FILE),
             "--serialized-file", str(staging / WEIGHTS_NAME),
             "--handler", str(HANDLER_DIR / HANDLER_FILE),
             "--extra-files", ",".join(extra),
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0 or 2.0")
     parser.add_argument("--spec", type=Path, default=HANDLER_DIR / SPEC_NAME, help="attribute spec (default: %(default)s)")
     parser.add_argument("--config", type=Path, default=HANDLER_DIR / "model-config.yaml", help="model-config.yaml (default: %(default)s)")
-    parser.add_argument("--store", type=Path, default=ROOT / "model_store", help="model store directory (default: %(default)s)")
+    parser.add_argument("--store", type=Path, default=MODEL_STORE, help="model store directory (default: %(default)s)")
     parser.add_argument("--file", dest="file_name", help="archive file name (default: lizaalert_tagger_<version>.mar)")
     parser.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,

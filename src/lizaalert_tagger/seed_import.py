@@ -33,10 +33,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-
-import _project  # noqa: F401
-from tagger_model import LizaAlertTagger
-from tagger_spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
+from lizaalert_tagger.model import LizaAlertTagger
+from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
 
 # The seed's head names -> our attribute keys.
 SEED_HEADS = {

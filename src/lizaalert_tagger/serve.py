@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ts_runtime import DEFAULT_MODEL_STORE, DEFAULT_RUN_DIR, ROOT, TorchServe
+from lizaalert_tagger.paths import EXAMPLE_PHOTO, ROOT
+from lizaalert_tagger.runtime import DEFAULT_MODEL_STORE, DEFAULT_RUN_DIR, TorchServe
 
-EXAMPLE_PHOTO = ROOT / "examples" / "photo.jpg"
 
 
 def banner(ts: TorchServe, model: str, version: str) -> str:

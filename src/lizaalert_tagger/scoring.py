@@ -13,9 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
-
-import _project  # noqa: F401
-from tagger_spec import AttributeSpec
+from lizaalert_tagger.spec import AttributeSpec
 
 
 @dataclass

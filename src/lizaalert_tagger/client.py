@@ -26,10 +26,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-ROOT = Path(__file__).resolve().parents[1]
+from lizaalert_tagger.paths import RUN_DIR
+
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
-DEFAULT_KEY_FILE = ROOT / "run" / "key_file.json"
+DEFAULT_KEY_FILE = RUN_DIR / "key_file.json"
 MODEL_NAME = "lizaalert_tagger"
 
 ENV_INFERENCE_URL = "LIZAALERT_INFERENCE_URL"
@@ -210,6 +211,26 @@ class TaggerClient:
 
     def ping(self) -> dict[str, Any]:
         return self._json_or_raise(self.request("inference", "GET", "/ping"), "ping")
+
+    def healthy(self) -> bool:
+        """``/ping`` answers 200 with status Healthy (False while the server is unreachable or starting)."""
+        try:
+            return self.ping().get("status") == "Healthy"
+        except ClientError:
+            return False
+
+    def model_ready(self, model: str = MODEL_NAME) -> bool:
+        """The default version of ``model`` has at least one READY worker.
+
+        False while the server is unreachable, the model is not registered yet, or
+        its workers are still starting: the one readiness check of the project
+        (``runtime``, the container's health check and the probes use it).
+        """
+        try:
+            described = self.management("GET", f"/models/{model}", f"describe {model}")
+        except ClientError:
+            return False
+        return any(w.get("status") == "READY" for version in described for w in version.get("workers", []))
 
     # --- management -------------------------------------------------------
 
