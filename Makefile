@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help venv check-java system-tools model serve test bench clean clean-model
+.PHONY: help venv check-java system-tools model train-default serve test bench clean clean-model
 
 help:
 	@echo "make serve   build the default model if missing, then serve it with TorchServe (foreground)"
 	@echo "make test    run the whole test suite (unit + integration); .ci/run calls this"
-	@echo "make model   build model_store/lizaalert_tagger.mar if missing"
+	@echo "make model   build model_store/lizaalert_tagger.mar from the shipped weights (models/default/)"
+	@echo "make train-default  retrain the shipped weights from scratch (hours on 2 CPU cores)"
 	@echo "make bench   benchmark in-process vs served vs the seed-style baseline"
 	@echo "make clean   remove run/ and build/ (keeps .venv and model_store)"
 	@echo "make clean-model  remove the default archive (the next make serve/test rebuilds it)"
@@ -32,10 +33,15 @@ check-java:
 
 # Debian packages the integration tests use: a real Prometheus (+ promtool) and the load generator hey.
 system-tools:
-	bash scripts/install_system_tools.sh prometheus hey
+	bash scripts/install_system_tools.sh prometheus hey nginx gettext-base
 
+# The archive of the shipped default weights (models/default/): seconds, no training.
 model: venv
 	$(VENV)/bin/lizaalert-default-model
+
+# Retrain the shipped default weights from scratch (hours on 2 CPU cores; README "The default model").
+train-default: venv
+	$(VENV)/bin/lizaalert-default-model --train
 
 serve: venv check-java model
 	$(VENV)/bin/lizaalert-serve
@@ -44,7 +50,7 @@ serve: venv check-java model
 test: venv check-java system-tools model
 	$(PY) scripts/run_tests.py
 
-bench: venv check-java model
+bench: venv check-java system-tools model
 	$(VENV)/bin/lizaalert-bench
 
 clean:

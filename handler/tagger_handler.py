@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,22 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from lizaalert_tagger.decode import decode_logits
-from lizaalert_tagger.service import HandlerSettings, PreparedBatch, available_cores, error_body, load_model, prepare_batch, run_inference
+from lizaalert_tagger.service import (
+    HandlerSettings,
+    PreparedBatch,
+    RequestFailure,
+    available_cores,
+    load_model,
+    prepare_batch,
+    run_inference,
+)
 from lizaalert_tagger.spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
+
+# Until explanations are built, POST /explanations/... gets this per request (never the whole batch).
+EXPLAIN_UNAVAILABLE = RequestFailure(
+    501, "not_implemented", "Explanations are not available for this model version; use POST /predictions/<model>.")
 
 class LizaAlertHandler(BaseHandler):
     """Tags photos with the 11 attributes of the spec shipped in the archive."""
@@ -92,8 +105,35 @@ class LizaAlertHandler(BaseHandler):
     def _run_model(self, images: torch.Tensor) -> torch.Tensor:
         return run_inference(self.model, images, bf16=self.settings.bf16, channels_last=self.settings.channels_last)
 
-    def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
-        batch = prepare_batch(data, self.spec.preprocessing, self.settings)
+    # TorchServe calls handle() once per batch. Everything that can go wrong is
+    # answered per request here: an exception escaping handle() would make the
+    # frontend answer 503 to the whole batch, and clients retry 503 as back-pressure.
+    def handle(self, data: list[dict[str, Any]], context) -> list[str]:
+        start = time.time()
+        self.context = context
+        refused = {i: EXPLAIN_UNAVAILABLE for i in range(len(data)) if self._header(i, "explain") == "True"}
+        batch = self.preprocess(data, refused)
+        step = "inference"
+        try:
+            inferred = self.inference(batch)
+            step = "postprocess"
+            output = self.postprocess(inferred)
+        except Exception as e:  # noqa: BLE001 - reported per request, with the step in the message
+            logger.exception("%s failed for a batch of %d", step, batch.size)
+            batch.fail(batch.good, RequestFailure.internal(step, e))
+            output = self._serialise(batch, batch.answers([None] * len(batch.owners)))
+        if getattr(context, "metrics", None) is not None:
+            context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2), None, "ms")
+        return output
+
+    def _header(self, idx: int, name: str) -> str | None:
+        try:
+            return self.context.get_request_header(idx, name)
+        except (AttributeError, IndexError, KeyError):
+            return None
+
+    def preprocess(self, data: list[dict[str, Any]], refused: dict[int, Any] | None = None) -> PreparedBatch:
+        batch = prepare_batch(data, self.spec.preprocessing, self.settings, skip=refused)
         self._report_input_metrics(batch)
         return batch
 
@@ -103,17 +143,17 @@ class LizaAlertHandler(BaseHandler):
 
     def postprocess(self, data: tuple[PreparedBatch, torch.Tensor | None]) -> list[str]:
         batch, logits = data
-        answers: list[Any] = [None] * batch.size
+        decoded: list[Any] = []
         if logits is not None:
             decoded = decode_logits(logits, self.spec, self.model_info)
-            for idx, answer in zip(batch.good, decoded):
-                answers[idx] = answer
-            self._report_tag_metrics(decoded)
-        for idx, error in batch.errors.items():
-            answers[idx] = error_body(error)
-            if self.context is not None:
-                self.context.set_response_status(error.status, error.reason, idx)
+            answered = [a for owner, a in zip(batch.owners, decoded) if owner not in batch.errors]
+            self._report_tag_metrics(answered)
+        return self._serialise(batch, batch.answers(decoded))
+
+    def _serialise(self, batch: PreparedBatch, answers: list[Any]) -> list[str]:
         if self.context is not None:
+            for idx, error in batch.errors.items():
+                self.context.set_response_status(error.status, error.reason, idx)
             for idx in range(batch.size):
                 self.context.set_response_content_type(idx, "application/json; charset=utf-8")
         # Serialised here so that Russian labels travel as UTF-8, not \u escapes.

@@ -3,12 +3,13 @@
 #
 #   scripts/install_system_tools.sh                # default: prometheus (prometheus + promtool)
 #   scripts/install_system_tools.sh prometheus jq  # any Debian packages
+#   scripts/install_system_tools.sh nginx gettext-base   # nginx + envsubst (tests/deploy/test_nginx.py)
 #
 # A package counts as present when every program it is known for is on the PATH
 # (see binaries_of; an unknown package is checked by a program of its own name).
 # `apt-get update` runs at most once, and only when something is to be installed.
 # Needs root, or sudo without a password; otherwise prints what to install and
-# exits 1. Used by `make test` and by tests/test_monitoring.py.
+# exits 1. Used by `make test`, tests/test_monitoring.py and tests/deploy/test_nginx.py.
 set -euo pipefail
 
 DEFAULT_PACKAGES=(prometheus)
@@ -17,6 +18,8 @@ binaries_of() {
     case "$1" in
         prometheus) echo "prometheus promtool" ;;
         openjdk-17-jre-headless) echo "java" ;;
+        gettext-base) echo "envsubst" ;;
+        nginx) echo "nginx" ;;
         *) echo "$1" ;;
     esac
 }
@@ -57,9 +60,9 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "installing: ${missing[*]}"
-# The Debian prometheus package tries to start a service (policy-rc.d or the lack
-# of systemd may refuse it); that does not fail the installation, and the tests
-# start their own Prometheus on a free port anyway.
+# The Debian prometheus and nginx packages try to start a service (policy-rc.d or
+# the lack of systemd may refuse it); that does not fail the installation, and the
+# tests start their own Prometheus and nginx on free ports anyway.
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" apt-get update
 "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"

@@ -63,7 +63,7 @@ def model_dir(tmp_path_factory, seeded_weights) -> Path:
 
 def scene_photos(folder: Path, count: int, seed: int = 5) -> Path:
     """``count`` small generated scenes as JPEG files in ``folder``."""
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
 
     for i in range(count):
         (folder / f"scene_{i:02d}.jpg").write_bytes(make_scenes.generate(seed, i, 480, 800)[0])
@@ -82,7 +82,7 @@ def load_handler_module(model_dir: Path):
     return module
 
 
-def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | None = None):
+def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | None = None, headers: list[dict] | None = None):
     """A real ts.context.Context as the worker builds it, with one RequestProcessor per request slot."""
     from ts.context import Context, RequestProcessor
     from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
@@ -96,7 +96,7 @@ def make_context(model_dir: Path, batch_size: int = 8, yaml_overrides: dict | No
     metrics.model_name = "lizaalert_tagger"
     ctx = Context("lizaalert_tagger", str(model_dir), manifest, batch_size, None, "0.12.0",
                   metrics=metrics, model_yaml_config=config)
-    ctx.request_processor = [RequestProcessor({}) for _ in range(batch_size)]
+    ctx.request_processor = [RequestProcessor(dict((headers or [])[i]) if i < len(headers or []) else {}) for i in range(batch_size)]
     return ctx
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lizaalert_tagger.decode import answer_codes, decode_logits
+from lizaalert_tagger.decode import codes_from_logits, decode_logits
 
 
 def logits_for(spec, picks: dict[str, int], binary_logit: float = 4.0) -> torch.Tensor:
@@ -28,7 +28,7 @@ def test_codes_labels_and_tags(spec):
     ])
     first, second = decode_logits(logits, spec, {"name": "m", "version": "1"})
     assert first["model"] == {"name": "m", "version": "1"}
-    assert answer_codes(first, spec) == {
+    assert spec.answer_codes(first) == {
         "time_of_day": 2, "season": 1, "terrain": 1, "sherp": 0, "car": 1, "aviation": 0,
         "drone": 0, "horses": 0, "dog_handler": 0, "diver": 1, "hugs": 0,
     }
@@ -68,3 +68,16 @@ def test_binary_threshold_comes_from_the_spec(spec):
 def test_wrong_width_is_explained(spec):
     with pytest.raises(ValueError, match=r"Expected logits \[batch, 20\]. Got \(2, 28\)"):
         decode_logits(torch.zeros(2, 28), spec)
+
+
+def test_codes_from_logits_decide_as_the_answers_do(spec):
+    """Training's evaluation and the served answer share one decision: the codes equal the answers' codes,
+    also when a threshold moves; a malformed answer is a clear error."""
+    torch.manual_seed(3)
+    logits = torch.randn(16, spec.num_logits) * 2
+    for s in (spec, spec.with_thresholds({"car": 0.9, "drone": 0.1})):
+        codes = codes_from_logits(logits, s)
+        answers = decode_logits(logits, s)
+        assert [{k: codes[k][i] for k in s.keys} for i in range(16)] == [s.answer_codes(a) for a in answers]
+    with pytest.raises(ValueError, match="not an answer"):
+        spec.answer_codes({"attributes": {"car": {"code": 1}}})

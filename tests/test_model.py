@@ -86,3 +86,26 @@ def test_mismatched_weights_are_explained(tmp_path):
     torch.save({"trunk.conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
     with pytest.raises(ValueError, match="do not match the spec's model: missing"):
         load_tagger(path)
+
+
+def test_half_precision_safetensors_load_as_fp32(tmp_path, model):
+    """The shipped format: fp16 safetensors (no pickle), loaded as fp32 weights that equal the rounded originals."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, str(path))
+    loaded = load_tagger(path)
+    for key, value in model.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == value.dtype, key
+        if value.is_floating_point():
+            assert torch.equal(got, value.half().float()), key
+        else:
+            assert torch.equal(got, value), key
+
+
+def test_broken_safetensors_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_tagger(path)

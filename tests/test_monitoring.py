@@ -1,12 +1,16 @@
 """Monitoring: Prometheus scrape config and rules, the Grafana dashboard, and a real
 Prometheus scraping a real TorchServe.
 
-Unit tests (no server) check the files with promtool (installed by
-scripts/install_system_tools.sh when missing) and check that every query names
-only metrics TorchServe exports for us: those metrics.yaml declares, TorchServe's
-ts_* frontend counters, Prometheus' own ``up``, and the rules' recorded series.
-Integration tests (marked) start Prometheus on a free loopback port against the
-session's TorchServe and check counts end to end.
+Unit tests (no server, nothing beyond the venv) check the files' structure and
+that every query names only metrics TorchServe exports for us: those
+metrics.yaml declares, TorchServe's ts_* frontend counters, Prometheus' own
+``up``, and the rules' recorded series.
+Integration tests (marked) need system tools: promtool checks the scrape
+config, the rules, the rules' unit tests and the dashboard's PromQL, and a
+Prometheus on a free loopback port scrapes the session's TorchServe to check
+counts end to end. The ``prometheus_tools`` fixture installs the tools when
+missing (scripts/install_system_tools.sh: apt-get, as root or with sudo), so
+every test that uses it is marked ``integration``.
 """
 from __future__ import annotations
 
@@ -119,7 +123,10 @@ def run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def prometheus_tools() -> dict[str, str]:
-    """Paths of promtool and prometheus, installing the Debian package when they are missing."""
+    """Paths of promtool and prometheus, installing the Debian package when they are missing.
+
+    For integration tests only (the unit group needs nothing beyond the venv; see
+    test_tests_that_need_system_tools_are_integration)."""
     if not (shutil.which("promtool") and shutil.which("prometheus")):
         result = run(["bash", str(INSTALL_TOOLS), "prometheus"], timeout=900)
         if result.returncode != 0:
@@ -132,7 +139,20 @@ def prometheus_tools() -> dict[str, str]:
     return tools
 
 
-# --- unit: files --------------------------------------------------------------
+# --- files: unit tests need only the venv; the promtool ones are integration --
+
+
+def test_tests_that_need_system_tools_are_integration():
+    """The unit group (-m "not integration") needs nothing beyond the venv: every test of this file that
+    asks for promtool/prometheus, directly or through the ``prometheus`` fixture, is marked integration."""
+    import inspect
+
+    tool_fixtures = {"prometheus_tools", "prometheus"}
+    tests = {name: fn for name, fn in globals().items() if name.startswith("test_") and callable(fn)}
+    needing = {name for name, fn in tests.items() if tool_fixtures & set(inspect.signature(fn).parameters)}
+    unmarked = sorted(name for name in needing
+                      if not any(mark.name == "integration" for mark in getattr(tests[name], "pytestmark", [])))
+    assert len(needing) >= 7 and unmarked == []
 
 
 def test_metric_name_extraction():
@@ -142,17 +162,20 @@ def test_metric_name_extraction():
     assert metric_names(expr) == {"lizaalert_tag_predictions", "lizaalert:tag_photos:1h", "up", "HandlerTime"}
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_scrape_config_and_its_rules(prometheus_tools):
     result = run([prometheus_tools["promtool"], "check", "config", str(PROMETHEUS_CONFIG)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "alerts.yml" in result.stdout  # rule_files resolved and checked too
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_rules(prometheus_tools):
     result = run([prometheus_tools["promtool"], "check", "rules", str(ALERTS)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_alert_rules_pass_their_unit_tests(prometheus_tools):
     # Synthetic series: error ratio, no worker, target down, overload, tag share shift.
     result = run([prometheus_tools["promtool"], "test", "rules", str(ALERTS_TEST)], timeout=300)
@@ -224,6 +247,7 @@ def test_dashboard_queries_use_only_exported_metrics():
     assert handler_metrics <= used, f"handler metrics not on the dashboard: {handler_metrics - used}"
 
 
+@pytest.mark.integration
 def test_dashboard_queries_are_valid_promql(prometheus_tools, tmp_path):
     # promtool parses every expression of a rules file: wrap the queries as recording rules.
     rules = [{"record": f"dashboard:query_{i}", "expr": as_promql(expr)}

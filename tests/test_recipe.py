@@ -19,7 +19,7 @@ CATEGORICAL_MIN_F1 = 0.90
 
 
 def test_generate_serve_tag_score(tmp_path):
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
 
     assert DEFAULT_ARCHIVE.exists(), "the shipped default model is missing: run `make model` (make test does)"
     held_out = tmp_path / "held_out"

@@ -4,7 +4,9 @@ winter is white)."""
 
 from __future__ import annotations
 
-import lizaalert_tagger.scenes.generator as ms
+import hashlib
+
+from lizaalert_tagger import scenes as ms
 import numpy as np
 import pytest
 from lizaalert_tagger.labels_csv import read_labels, resolve_images
@@ -16,7 +18,7 @@ def find_plan(predicate, seed: int = 0, limit: int = 3000, **size) -> ms.ScenePl
         plan = ms.plan_scene(seed, index, **size)
         if predicate(plan):
             return plan
-    raise AssertionError("no plan matched in the first {limit} indices")
+    raise AssertionError(f"no plan matched in the first {limit} indices")
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes():
@@ -27,6 +29,42 @@ def test_same_seed_same_bytes_other_seed_other_bytes():
     assert all(a != b for a, b in zip(first, other))
     assert len(set(first)) == 3  # and every image differs from the others
     assert all(data[:3] == b"\xff\xd8\xff" for data in first)
+
+
+# sha256 of the output of seed 11, computed once (with the pinned Pillow 13.0.0 / libjpeg-turbo
+# 3.2.0 / numpy 2.4.6 of requirements.txt). A refactor must keep these bytes; a deliberate change
+# of the generator (or of those pins) recomputes them and says so.
+PINNED_DATASET = {  # make_dataset(count=6, seed=11, 240..360 px, tag_boost=4): wide and close-up, 7 of 8 tags
+    "00000.jpg": "18de2daa389891dc8413f20ba6742c0f42b7515db70696ffb162eea75d64c589",
+    "00001.jpg": "8e249b02f7af1d7a2e80335d568b1fe0c05d1fece49a8a84d7b9a9bf155b28e7",
+    "00002.jpg": "10870b3fb29098a98e8dee6d0e2954dc3d00f9259494a7373653013b3b50cb3e",
+    "00003.jpg": "f30129c8d7b43463b77d470e0d09483a5e8cfe89e7c59ad895a7ad27631eee45",
+    "00004.jpg": "65e66d7c52b8404bed499862ab91f0302b9ce082ce8a57f77e45019733d6d853",
+    "00005.jpg": "9ae6351099b217bd49cc33c0b2be38545cc539c883f2bfeab6aff2677393e577",
+    "labels.csv": "f51fc5664c8aaa1070f86b41ac8013d042d0b45d41d715cb288d3dd170e06cac",
+    "boxes.json": "9c58d3b9b659f94997cfdb35b6971f600e8fe9f77ae6073232ea7b54f2aaf0a1",
+}
+PINNED_LARGE = {  # generate(11, index, size, size): upscaled past 2.5x (bilinear + nearest, blurred) and below
+    (0, 2000): "0701d5e5dd5ece730f3406c8057a0d50fe5f789d100ad13894277edd54caf9ff",
+    (1, 1000): "0d0f98da634903a095ef3b0faf1ff1b87a6884f4b9a0386f0d8008bf7330204f",
+}
+
+
+def test_output_bytes_are_pinned(tmp_path, spec):
+    """The generator's output for a fixed seed is byte-for-byte what it was: JPEGs, labels.csv, boxes.json."""
+    ms.make_dataset(tmp_path, 6, 11, 240, 360, jobs=1, spec=spec, progress=False, tag_boost=4.0)
+    got = {
+        name: hashlib.sha256((tmp_path / ("images" if name.endswith(".jpg") else "") / name).read_bytes()).hexdigest()
+        for name in PINNED_DATASET
+    }
+    jpegs = sorted(name for name in PINNED_DATASET if name.endswith(".jpg"))
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == jpegs
+    changed = sorted(name for name in PINNED_DATASET if got[name] != PINNED_DATASET[name])
+    assert not changed, f"the generator's output changed for seed 11: {changed}"
+    for (index, size), digest in PINNED_LARGE.items():
+        data, plan = ms.generate(11, index, size, size)
+        assert max(plan.size) == size
+        assert hashlib.sha256(data).hexdigest() == digest, f"generate(11, {index}, {size}, {size}) changed"
 
 
 def test_dataset_is_the_same_with_one_or_two_jobs(tmp_path, spec):

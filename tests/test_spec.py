@@ -75,3 +75,17 @@ def test_with_thresholds(spec):
     assert tuned["car"].threshold == 0.3 and spec["car"].threshold == 0.5
     with pytest.raises(SpecError):
         spec.with_thresholds({"season": 0.3})
+
+
+def test_unknown_interpolation_is_refused_when_the_spec_loads(raw):
+    """Not on the first request (a KeyError per photo): at load time, listing the known values."""
+    raw["preprocessing"] = {**raw.get("preprocessing", {}), "interpolation": "lanczos"}
+    with pytest.raises(SpecError, match="interpolation must be one of bilinear, bicubic, nearest; got 'lanczos'"):
+        spec_from_dict(raw)
+
+
+def test_every_known_interpolation_has_a_resampling_filter():
+    from lizaalert_tagger.preprocess import _RESAMPLING
+    from lizaalert_tagger.spec import INTERPOLATIONS
+
+    assert set(_RESAMPLING) == set(INTERPOLATIONS)

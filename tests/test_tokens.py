@@ -1,5 +1,7 @@
 """Tokens expire (token_expiration_min); clients renew them with the API key and keep working."""
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -22,9 +24,23 @@ def test_client_survives_token_expiry(tmp_path, model_store):
         stale = requests.post(f"{server.inference_url}/predictions/lizaalert_tagger", data=photo,
                               headers={"Authorization": f"Bearer {old_token}"}, timeout=30)
         assert stale.status_code == 400 and "Token Authorization failed" in stale.text  # really expired
-        answer = client.predict(photo)  # the client renews with the API key and retries
-        assert answer["model"]["version"] == "1.0"
+        # 12 threads share the client and meet the expired token at once: the token is renewed once
+        # (each renewal invalidates the one before, so one renewal per thread used to lock threads out)
+        renewals = []
+        renew = client._renew
+        client._renew = lambda kind: renewals.append(kind) or renew(kind)
+        barrier = threading.Barrier(12)
+
+        def predict_together(_):
+            barrier.wait(timeout=30)
+            return client.predict(photo)["model"]["version"]
+
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(predict_together, range(12))) == ["1.0"] * 12
+        assert renewals == ["inference"]
         assert client.keys.inference != old_token
+        answer = client.predict(photo)
+        assert answer["model"]["version"] == "1.0"
         assert client.management("GET", "/models", "list")["models"][0]["modelName"] == "lizaalert_tagger"
     finally:
         server.stop()

@@ -10,7 +10,7 @@ from lizaalert_tagger.spec import load_spec
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
 
     out = tmp_path_factory.mktemp("scenes")
     assert make_scenes.main(["--out", str(out), "--count", "24", "--seed", "3", "--max-size", "320", "--quiet", "--jobs", "1"]) == 0

@@ -69,7 +69,7 @@ def calibration_images(spec_path: Path, photos: Path | None = None, count: int =
     From ``photos`` (a folder of real photos) when given, else generated scenes
     at real photo sizes (640..4000 px, seed ``CALIBRATION_SEED``).
     """
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
     from lizaalert_tagger.preprocess import ImageError, preprocess_image
     from lizaalert_tagger.spec import load_spec
 
@@ -102,6 +102,20 @@ def build_int8(weights: Path, spec_path: Path, out: Path, photos: Path | None = 
 
     model = load_tagger(weights, load_spec(spec_path))
     return save_int8(quantize_int8(model, calibration_images(spec_path, photos)), out)
+
+
+def stage_weights(weights: Path, target: Path) -> Path:
+    """The archive's ``weights.pt``: a ``torch.save`` state dict as it is, or the fp32 state dict of a
+    ``.safetensors`` file (the repository ships fp16 safetensors; the worker loads fp32 tensors)."""
+    if weights.suffix == ".safetensors":
+        import torch
+
+        from lizaalert_tagger.model import load_state
+
+        torch.save({k: v.contiguous() for k, v in load_state(weights).items()}, target)
+    else:
+        shutil.copyfile(weights, target)
+    return target
 
 
 def copy_package(target: Path) -> Path:
@@ -154,7 +168,7 @@ def build_archive(
         staging = tmp / "staging"
         staging.mkdir()
         shutil.copyfile(spec, staging / SPEC_NAME)
-        shutil.copyfile(weights, staging / WEIGHTS_NAME)
+        stage_weights(weights, staging / WEIGHTS_NAME)
         package = staging / "package"
         copy_package(package / PACKAGE_DIR.name)
         # a directory in --extra-files is copied by content: lizaalert_tagger/ lands at the archive's root
@@ -193,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--weights", type=Path, required=True, help="state dict saved with torch.save(model.state_dict())")
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="weights: a .safetensors file or a state dict saved with torch.save(model.state_dict())")
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0 or 2.0")
     parser.add_argument("--spec", type=Path, default=HANDLER_DIR / SPEC_NAME, help="attribute spec (default: %(default)s)")
     parser.add_argument("--config", type=Path, default=HANDLER_DIR / "model-config.yaml", help="model-config.yaml (default: %(default)s)")

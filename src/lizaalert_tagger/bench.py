@@ -2,7 +2,7 @@
 """Benchmark: in-process pipeline limit, the served model, and a seed-style baseline, side by side.
 
     make bench                         # full run (a few minutes)
-    python scripts/bench.py --quick    # tiny counts: checks that every row is produced
+    lizaalert-bench --quick    # tiny counts: checks that every row is produced
 
 For 12 MP (4000x3000) and 1080p (1920x1080) JPEGs separately, prints one table:
 
@@ -50,7 +50,7 @@ def make_photo(size: tuple[int, int], seed: int = 7) -> bytes:
     ~2.2 MB, ~35 ms draft / ~190 ms full decode here); a clean synthetic scene
     compresses to a few hundred KB and decodes several times faster.
     """
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
     import numpy as np
     from PIL import Image
 
@@ -79,7 +79,6 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float, float]:
     model_dir, photo, batch, batches, threads, settings = args
     import torch
 
-    sys.path.insert(0, str(model_dir))
     from lizaalert_tagger.preprocess import decode_image, image_to_tensor
     from lizaalert_tagger.service import HandlerSettings, load_model, run_inference
     from lizaalert_tagger.spec import load_spec
@@ -147,7 +146,7 @@ def serve_baseline(port: int, model_dir: str) -> None:
     import torch
     from PIL import Image
 
-    sys.path.insert(0, model_dir)
+    from lizaalert_tagger.decode import codes_from_logits
     from lizaalert_tagger.model import load_tagger
     from lizaalert_tagger.spec import load_spec
 
@@ -163,8 +162,7 @@ def serve_baseline(port: int, model_dir: str) -> None:
             img = Image.open(io.BytesIO(body)).convert("RGB").resize((256, 256))
             x = (torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255 - mean) / std
             logits = model(x[None])  # no no_grad(), no batching
-            answer = {a.key: int(logits[0, a.logits[0]:a.logits[1]].argmax()) if not a.is_binary
-                      else int(logits[0, a.logits[0]] > 0) for a in spec.attributes}
+            answer = {key: codes[0] for key, codes in codes_from_logits(logits, spec).items()}
             out = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

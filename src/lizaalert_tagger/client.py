@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,13 +118,19 @@ class TaggerClient:
         retries: int = 5,
         timeout: float = 120.0,
         pool_size: int = 32,
+        tokens: bool = True,
     ) -> None:
+        """``tokens=False``: the server runs with ``disable_token_authorization=true`` (behind a proxy
+        that checks tokens itself): no key file is read and no Authorization header is sent."""
         self.inference_url = (inference_url or os.environ.get(ENV_INFERENCE_URL) or DEFAULT_INFERENCE_URL).rstrip("/")
         self.management_url = (management_url or os.environ.get(ENV_MANAGEMENT_URL) or DEFAULT_MANAGEMENT_URL).rstrip("/")
         self.key_file = Path(key_file or os.environ.get(ENV_KEY_FILE) or DEFAULT_KEY_FILE)
         self.fixed_token = token or os.environ.get(ENV_TOKEN)
         self.timeout = timeout
+        self.tokens = tokens
         self._keys: Keys | None = None
+        self._renew_lock = threading.Lock()
+        self._generation = 0  # bumped whenever the tokens in use change
         self.sessions = {
             "inference": self._session(make_retry(retries), pool_size),
             "management": self._session(
@@ -143,6 +150,8 @@ class TaggerClient:
 
     @property
     def keys(self) -> Keys:
+        if not self.tokens:
+            return Keys()
         if self.fixed_token:
             return Keys(self.fixed_token, self.fixed_token, None)
         if self._keys is None:
@@ -150,6 +159,13 @@ class TaggerClient:
         return self._keys
 
     def renew_token(self, kind: str) -> str:
+        """Renew the ``inference`` or ``management`` token now (``tagctl token --renew``)."""
+        with self._renew_lock:
+            token = self._renew(kind)
+            self._generation += 1
+            return token
+
+    def _renew(self, kind: str) -> str:
         """Ask TorchServe for a fresh ``inference`` or ``management`` token with the API key.
 
         TorchServe 0.12 answers ``GET /token?type=KIND`` with an empty body and
@@ -186,21 +202,36 @@ class TaggerClient:
                 headers["Authorization"] = f"Bearer {token}"
             return self._send(api, method, url, params, headers=headers, **kwargs)
 
+        generation = self._generation
         response = send(getattr(self.keys, api))
-        if not _is_token_error(response) or self.fixed_token:
-            if _is_token_error(response):
-                raise ClientError(f"the server refused the {api} token given by --token/${ENV_TOKEN}: it is wrong or expired", response.status_code)
+        if not _is_token_error(response):
             return response
-        old = getattr(self.keys, api)
-        self._keys = None  # the server may have restarted with new keys
-        if getattr(self.keys, api) != old:
-            response = send(getattr(self.keys, api))
-            if not _is_token_error(response):
-                return response
-        response = send(self.renew_token(api))
+        if self.fixed_token:
+            raise ClientError(f"the server refused the {api} token given by --token/${ENV_TOKEN}: it is wrong or expired", response.status_code)
+        response = send(self._fresh_token(api, generation))
         if _is_token_error(response):
             raise ClientError(f"the server still refuses the renewed {api} token; check that {self.key_file} belongs to this server", response.status_code)
         return response
+
+    def _fresh_token(self, api: str, refused_generation: int) -> str:
+        """A token to retry with after the server refused the one of ``refused_generation``.
+
+        Single-flight: many threads refused at once (an expired token under load)
+        renew once. The first re-reads the key file (the server may have restarted)
+        and, if that holds the same token, renews it with the API key; the others
+        wait for the lock and take the result, since each renewal would invalidate
+        the token of the renewal before it.
+        """
+        with self._renew_lock:
+            if self._generation != refused_generation:  # another thread already renewed
+                return getattr(self.keys, api)
+            old = getattr(self.keys, api)
+            self._keys = None
+            token = getattr(self.keys, api)
+            if token == old:
+                token = self._renew(api)
+            self._generation += 1
+            return token
 
     # --- inference --------------------------------------------------------
 

@@ -11,16 +11,11 @@ import torch
 from lizaalert_tagger.spec import AttributeSpec
 
 
-def decode_logits(
-    logits: torch.Tensor, spec: AttributeSpec, model: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """Decode ``[B, spec.num_logits]`` logits into one answer per photo.
+def _decide(logits: torch.Tensor, spec: AttributeSpec) -> list[tuple[Any, list[int], list[float], list[list[float]] | None]]:
+    """Per attribute: the codes, the score of each decision and (categorical) every class probability.
 
-    Each answer is ``{"model": {...}, "attributes": {key: {...}}, "tags": [...]}``:
-    categorical attributes take the argmax and list every class probability;
-    binary attributes are present when the sigmoid passes the spec's threshold.
-    ``tags`` lists the English labels of what is present (categorical values
-    other than code 0, "not visible", and binary attributes that are present).
+    The one place where logits become decisions: argmax for categorical heads,
+    ``sigmoid >= threshold`` for binary ones.
     """
     if logits.dim() != 2 or logits.shape[1] != spec.num_logits:
         raise ValueError(f"Expected logits [batch, {spec.num_logits}]. Got {tuple(logits.shape)}.")
@@ -40,7 +35,26 @@ def decode_logits(
             scores = probs.gather(1, best[:, None])[:, 0].tolist()
             codes = [a.classes[i].code for i in best.tolist()]
             per_attribute.append((a, codes, scores, probs.tolist()))
+    return per_attribute
 
+
+def codes_from_logits(logits: torch.Tensor, spec: AttributeSpec) -> dict[str, list[int]]:
+    """``{key: [code per photo]}``: the seed's integer codes, decided as :func:`decode_logits` decides."""
+    return {a.key: codes for a, codes, _, _ in _decide(logits, spec)}
+
+
+def decode_logits(
+    logits: torch.Tensor, spec: AttributeSpec, model: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Decode ``[B, spec.num_logits]`` logits into one answer per photo.
+
+    Each answer is ``{"model": {...}, "attributes": {key: {...}}, "tags": [...]}``:
+    categorical attributes take the argmax and list every class probability;
+    binary attributes are present when the sigmoid passes the spec's threshold.
+    ``tags`` lists the English labels of what is present (categorical values
+    other than code 0, "not visible", and binary attributes that are present).
+    """
+    per_attribute = _decide(logits, spec)
     answers = []
     for row in range(logits.shape[0]):
         attributes: dict[str, Any] = {}
@@ -63,8 +77,3 @@ def decode_logits(
             answer = {"model": dict(model), **answer}
         answers.append(answer)
     return answers
-
-
-def answer_codes(answer: dict[str, Any], spec: AttributeSpec) -> dict[str, int]:
-    """The seed's integer code per attribute key from one decoded answer."""
-    return {a.key: int(answer["attributes"][a.key]["code"]) for a in spec.attributes}

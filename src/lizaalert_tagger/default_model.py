@@ -1,47 +1,145 @@
 #!/usr/bin/env python3
-"""Build the default model archive, model_store/lizaalert_tagger.mar, if it is missing.
+"""The default model: build its archive from the weights shipped in the repository, or train them again.
 
-No LizaAlert photos and no ImageNet weights can be downloaded here, so the
-project makes its own labelled data and trains the default model itself:
+    lizaalert-default-model            # make model: model_store/lizaalert_tagger.mar from models/default/ (seconds)
+    lizaalert-default-model --train    # make train-default: the whole recipe from scratch (hours on 2 CPU cores)
 
-1. ``make_scenes.py``: synthetic scenes (seed 0) in the seed's CSV format;
-2. ``train.py``: from scratch, low-resolution epochs then the served 256x256,
-   thresholds tuned on a held-out split;
-3. ``archive.py``: the archive, version 1.0, with the tuned spec.
+The repository ships the trained default in ``models/default/``:
+``weights.safetensors`` (half precision, no pickle), ``attributes.json`` (the spec
+with the tuned thresholds) and ``manifest.json`` (sha256 of both, the exact
+command, scene seeds and counts, image-passes, wall time, the CPU or GPU used,
+validation figures). Building the archive checks the hashes first: missing or
+altered weights are an error that names the file and how to get it back.
+The archive is rebuilt only when the shipped weights or the archive's inputs
+change (``--force`` always rebuilds).
 
-Later runs reuse the archive; ``--force`` rebuilds it. ``--untrained`` builds
-a seeded random-initialised model instead (version ``0.1-untrained``, every
-answer says so), in seconds, for quick experiments.
-The figures of the build (time per step, validation F1) go to
-``build/default/build.json``.
+``--train`` reproduces the shipped weights: no LizaAlert photos and no ImageNet
+weights can be downloaded here, so the project draws its own labelled scenes
+(:mod:`lizaalert_tagger.scenes`) and trains from scratch with the schedule that
+the learning curve and the schedule ablation chose (``docs/training.md``):
+
+1. ``TRAIN_SCENES`` training scenes (seed 0, objects ``TAG_BOOST`` x as frequent as
+   in real photos) and ``CALIBRATION_SCENES`` natural-frequency scenes (seed 1) on
+   which the binary thresholds are tuned;
+2. ``lizaalert-train`` with ``TRAIN_ARGS`` (checkpoints every 10 minutes: an
+   interrupted run continues with ``--train --resume``; snapshots for the learning curve);
+3. the weights in half precision, accepted only if the served tags agree with
+   fp32 on at least 99.9 % of held-out tags (seed ``PARITY_SEED``);
+4. ``models/default/`` written, then the archive.
+
+``--untrained`` builds a seeded random-initialised model instead (version
+``0.1-untrained``; every answer says so), in seconds, for quick experiments.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
-from lizaalert_tagger.paths import DEFAULT_ARCHIVE, HANDLER_DIR, ROOT
-from lizaalert_tagger.archive import MODEL_NAME, build_archive
 
-TRAINED_VERSION = "1.0"
+from lizaalert_tagger.archive import MODEL_NAME, build_archive
+from lizaalert_tagger.paths import DEFAULT_ARCHIVE, HANDLER_DIR, ROOT
+
+SHIPPED_DIR = ROOT / "models" / "default"
+WEIGHTS_FILE = "weights.safetensors"
+SPEC_FILE = "attributes.json"
+MANIFEST_FILE = "manifest.json"
+STAMP_FILE = ROOT / "build" / "default" / "archive-inputs.json"  # what the current default archive was built from
 UNTRAINED_VERSION = "0.1-untrained"
-# Sized to fit the whole build in 10 minutes on 2 cores (see README, "The default model").
-SCENES = 2100
+TRAINED_VERSION = "1.0"
+
+# --- the recipe (docs/training.md says how it was chosen) --------------------------------
+TRAIN_SCENES = 20000
 SCENE_SEED = 0
 SCENE_MAX_SIZE = 1024  # training photos up to 1024 px; held-out tests use the full 640..4000 range
-CALIBRATION_SCENES = 500
-CALIBRATION_SEED = 1  # neither the training seed nor the held-out test's 1001
 TAG_BOOST = 4.0  # binary objects 4x as frequent as in real data: more positives per training second
-EPOCHS = 8
-LOW_RES = 128
-FINAL_EPOCHS = 1
+CALIBRATION_SCENES = 500
+CALIBRATION_SEED = 1  # thresholds are tuned here; never trained on
+CURVE_SEED = 3  # the learning curve's held-out scenes; never trained or tuned on
+PARITY_SEED = 4  # half-precision agreement; never trained or tuned on
+PARITY_SCENES = 500
+HELD_OUT_SEED = 1001  # the served-score test (tests/test_recipe.py)
+TRAIN_ARGS = [
+    "--epochs", "4", "--final-epochs", "1", "--final-images", "12000", "--final-lr", "5e-4",
+    "--low-res-mode", "resize", "--low-res", "128", "--lr", "2e-3", "--batch-size", "32",
+    "--ema-passes", "8000", "--snapshot-every", "8000", "--checkpoint-minutes", "10",
+]
+HALF_MIN_AGREEMENT = 0.999
+
+
+class ShippedWeightsError(Exception):
+    """The shipped default weights are missing or do not match their manifest."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_shipped(folder: Path = SHIPPED_DIR) -> dict:
+    """The manifest of the shipped weights, after checking that the files are there and match it."""
+    rebuild = "restore it with `git checkout -- models/default`, or retrain it with `make train-default`"
+    manifest_path = folder / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        expected = manifest["files"]
+    except FileNotFoundError:
+        raise ShippedWeightsError(f"{manifest_path} is missing: {rebuild}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShippedWeightsError(f"{manifest_path} is unreadable ({type(e).__name__}: {e}): {rebuild}") from None
+    for name in (WEIGHTS_FILE, SPEC_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise ShippedWeightsError(f"{path} is missing: {rebuild}")
+        actual = sha256(path)
+        if actual != expected.get(name):
+            raise ShippedWeightsError(
+                f"{path} does not match {manifest_path} (sha256 {actual[:16]}..., manifest says "
+                f"{str(expected.get(name))[:16]}...): {rebuild}")
+    return manifest
+
+
+def archive_inputs(folder: Path, manifest: dict) -> dict:
+    """What the archive depends on: the shipped files, the handler dir and the package's sources."""
+    from lizaalert_tagger.archive import PACKAGE_DIR
+
+    sources = sorted(p for p in [*HANDLER_DIR.iterdir(), *PACKAGE_DIR.rglob("*.py")] if p.is_file() and "__pycache__" not in p.parts)
+    return {"version": manifest.get("version", TRAINED_VERSION), "files": manifest["files"],
+            "sources": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()}
+
+
+def build_from_shipped(force: bool = False, folder: Path = SHIPPED_DIR, archive: Path = DEFAULT_ARCHIVE,
+                       stamp: Path = STAMP_FILE) -> Path:
+    """``archive`` from the shipped weights; reused while its inputs (recorded in ``stamp``) are unchanged."""
+    manifest = verify_shipped(folder)
+    inputs = archive_inputs(folder, manifest)
+    if archive.exists() and not force and stamp.exists() and json.loads(stamp.read_text()) == inputs:
+        print(f"default model: {_shown(archive)} is up to date (version {inputs['version']}; `make clean-model` rebuilds)")
+        return archive
+    start = time.monotonic()
+    path = build_archive(folder / WEIGHTS_FILE, inputs["version"], spec=folder / SPEC_FILE, store=archive.parent, file_name=archive.name)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(inputs, indent=2) + "\n")
+    print(f"default model: built {_shown(path)} (version {inputs['version']}) from {_shown(folder)} "
+          f"in {time.monotonic() - start:.0f} s")
+    return path
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if ROOT in path.resolve().parents else path
 
 
 def make_untrained_weights(out: Path, seed: int = 0) -> Path:
     """Seeded random initialisation of the spec's model, saved as a state dict."""
     import torch
+
     from lizaalert_tagger.model import LizaAlertTagger
 
     torch.manual_seed(seed)
@@ -51,65 +149,150 @@ def make_untrained_weights(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_trained(build_dir: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
-    from lizaalert_tagger.scenes import generator as make_scenes
+# --- training from scratch ----------------------------------------------------------------
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def generate_scenes(out: Path, count: int, seed: int, *extra: str) -> None:
+    from lizaalert_tagger import scenes
+
+    if (out / "labels.csv").exists() and (out / "boxes.json").exists():
+        return  # deterministic: the same seed and count give the same files
+    code = scenes.main(["--out", str(out), "--count", str(count), "--seed", str(seed), "--quiet", *extra])
+    if code:
+        raise SystemExit(f"lizaalert-default-model: scene generation failed ({code})")
+
+
+def half_precision_agreement(weights: Path, spec_path: Path, held_out: Path) -> dict:
+    """Share of held-out tags on which the fp16-rounded weights decide as the fp32 ones do."""
+    from lizaalert_tagger.model import LizaAlertTagger, load_tagger
+    from lizaalert_tagger.spec import load_spec
+    from lizaalert_tagger.train import codes_from_logits, load_labelled, predict_logits
+
+    spec = load_spec(spec_path)
+    full = load_tagger(weights, spec)
+    half = LizaAlertTagger(spec)
+    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in full.state_dict().items()})
+    pixels, _, _ = load_labelled(held_out / "images", held_out / "labels.csv", spec, jobs=len(os.sched_getaffinity(0)))
+    codes = [codes_from_logits(predict_logits(m.eval(), pixels, spec), spec) for m in (full, half)]
+    total = sum(len(v) for v in codes[0].values())
+    same = sum(a == b for key in codes[0] for a, b in zip(codes[0][key], codes[1][key]))
+    return {"tags": total, "agree": same, "agreement": round(same / total, 6), "photos": len(pixels)}
+
+
+def train_default(args: argparse.Namespace) -> Path:
+    """The whole recipe; writes ``models/default/`` and returns the folder."""
+    import torch
+    from safetensors.torch import save_file
+
     from lizaalert_tagger import train
 
-    timings = {}
-    scenes = build_dir / "scenes"
+    build = args.build_dir
     start = time.monotonic()
-    if not (scenes / "labels.csv").exists() or args.force:
-        print(f"[1/3] generating {args.scenes} training scenes (seed {SCENE_SEED}) ...", flush=True)
-        code = make_scenes.main(["--out", str(scenes), "--count", str(args.scenes), "--seed", str(SCENE_SEED),
-                                 "--max-size", str(SCENE_MAX_SIZE), "--tag-boost", str(TAG_BOOST)])
-        if code:
-            raise SystemExit(f"build_default.py: scene generation failed ({code})")
-    calibration = build_dir / "calibration"
-    if not (calibration / "labels.csv").exists() or args.force:
-        # Thresholds are tuned on scenes with the *real* tag frequencies, not the boosted ones.
-        code = make_scenes.main(["--out", str(calibration), "--count", str(CALIBRATION_SCENES), "--seed", str(CALIBRATION_SEED),
-                                 "--max-size", str(SCENE_MAX_SIZE), "--quiet"])
-        if code:
-            raise SystemExit(f"build_default.py: scene generation failed ({code})")
-    timings["scenes_s"] = round(time.monotonic() - start, 1)
-    print(f"[2/3] training ({args.epochs} epochs, {LOW_RES}px then 256px) ...", flush=True)
-    start = time.monotonic()
-    out = build_dir / "trained"
-    code = train.main(["--images", str(scenes / "images"), "--labels", str(scenes / "labels.csv"), "--out", str(out),
-                       "--val-images", str(calibration / "images"), "--val-labels", str(calibration / "labels.csv"),
-                       "--epochs", str(args.epochs), "--low-res", str(LOW_RES), "--final-epochs", str(FINAL_EPOCHS)])
-    if code:
-        raise SystemExit(f"build_default.py: training failed ({code})")
-    timings["train_s"] = round(time.monotonic() - start, 1)
+    print(f"[1/4] scenes: {TRAIN_SCENES} training (seed {SCENE_SEED}), {CALIBRATION_SCENES} calibration "
+          f"(seed {CALIBRATION_SEED}), {PARITY_SCENES} half-precision check (seed {PARITY_SEED}) ...", flush=True)
+    generate_scenes(build / "scenes", TRAIN_SCENES, SCENE_SEED, "--max-size", str(SCENE_MAX_SIZE), "--tag-boost", str(TAG_BOOST))
+    generate_scenes(build / "calibration", CALIBRATION_SCENES, CALIBRATION_SEED, "--max-size", str(SCENE_MAX_SIZE))
+    generate_scenes(build / "parity", PARITY_SCENES, PARITY_SEED)
+    scenes_s = time.monotonic() - start
+
+    out = build / "trained"
+    train_argv = ["--images", str(build / "scenes" / "images"), "--labels", str(build / "scenes" / "labels.csv"),
+                  "--val-images", str(build / "calibration" / "images"), "--val-labels", str(build / "calibration" / "labels.csv"),
+                  "--out", str(out), "--device", args.device, *TRAIN_ARGS, *(["--resume"] if args.resume else [])]
+    print(f"[2/4] lizaalert-train {' '.join(train_argv)}", flush=True)
+    if train.main(train_argv):
+        raise SystemExit("lizaalert-default-model: training failed")
     metrics = json.loads((out / "metrics.json").read_text())
-    return out / "weights.pt", out / "attributes.json", {"timings": timings, "validation": metrics["validation"]}
+
+    print("[3/4] half precision: checking that the served tags agree with fp32 ...", flush=True)
+    parity = half_precision_agreement(out / "weights.pt", out / "attributes.json", build / "parity")
+    print(f"      fp16 agrees with fp32 on {parity['agreement']:.4%} of {parity['tags']} held-out tags", flush=True)
+    if parity["agreement"] < HALF_MIN_AGREEMENT:
+        raise SystemExit(f"lizaalert-default-model: half precision agrees on only {parity['agreement']:.4%} of tags "
+                         f"(< {HALF_MIN_AGREEMENT:.1%}); keep {out / 'weights.pt'} in fp32")
+
+    folder = args.out
+    folder.mkdir(parents=True, exist_ok=True)
+    state = torch.load(out / "weights.pt", map_location="cpu", weights_only=True)
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(folder / WEIGHTS_FILE))
+    (folder / SPEC_FILE).write_bytes((out / "attributes.json").read_bytes())
+    manifest = {
+        "model": MODEL_NAME,
+        "version": TRAINED_VERSION,
+        "files": {WEIGHTS_FILE: sha256(folder / WEIGHTS_FILE), SPEC_FILE: sha256(folder / SPEC_FILE)},
+        "precision": "float16 (served as float32 tensors rounded from these)",
+        "command": "make train-default  (lizaalert-default-model --train)",
+        "train_command": ["lizaalert-train", *train_argv],
+        "scenes": {
+            "train": {"seed": SCENE_SEED, "count": TRAIN_SCENES, "max_size": SCENE_MAX_SIZE, "tag_boost": TAG_BOOST},
+            "calibration": {"seed": CALIBRATION_SEED, "count": CALIBRATION_SCENES, "max_size": SCENE_MAX_SIZE},
+            "half_precision_check": {"seed": PARITY_SEED, "count": PARITY_SCENES},
+            "never_used_for_training_or_tuning": [CURVE_SEED, PARITY_SEED, HELD_OUT_SEED],
+        },
+        "image_passes": metrics["image_passes"],
+        "phases": metrics["phases"],
+        "train_seconds": metrics["train_seconds"],
+        "total_seconds": round(time.monotonic() - start, 1),
+        "scenes_seconds": round(scenes_s, 1),
+        "device": device_name(args.device),
+        "torch": torch.__version__,
+        "validation": {"calibration_scenes_thresholds_tuned_on_them": metrics["validation"], "shipped": metrics["shipped"],
+                       "candidates": metrics["candidates"]},
+        "half_precision_agreement": parity,
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"[4/4] wrote {folder}/ ({(folder / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB weights) "
+          f"in {manifest['total_seconds'] / 3600:.2f} h", flush=True)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--force", action="store_true", help="rebuild even if the archive exists")
-    parser.add_argument("--untrained", action="store_true", help="seeded random weights instead of training (seconds)")
-    parser.add_argument("--build-dir", type=Path, default=ROOT / "build" / "default", help="work directory (default: %(default)s)")
-    parser.add_argument("--scenes", type=int, default=SCENES, help="training scenes (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild the archive even if it is up to date")
+    parser.add_argument("--untrained", action="store_true", help="seeded random weights instead (seconds; for experiments)")
+    parser.add_argument("--train", action="store_true", help="retrain the shipped weights from scratch (make train-default; hours)")
+    parser.add_argument("--resume", action="store_true", help="with --train: continue an interrupted run from its checkpoint")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="with --train (default: %(default)s)")
+    parser.add_argument("--build-dir", type=Path, default=ROOT / "build" / "train-default", help="with --train: work directory (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=SHIPPED_DIR, help="with --train: where the weights go (default: %(default)s)")
     args = parser.parse_args(argv)
-    if DEFAULT_ARCHIVE.exists() and not args.force:
-        print(f"default model: reusing {DEFAULT_ARCHIVE.relative_to(ROOT)} (make clean-model or --force to rebuild)")
-        return 0
-    start = time.monotonic()
-    args.build_dir.mkdir(parents=True, exist_ok=True)
-    if args.untrained:
-        weights, spec, info, version = make_untrained_weights(args.build_dir / "untrained.pt"), HANDLER_DIR / "attributes.json", {}, UNTRAINED_VERSION
-    else:
-        weights, spec, info = build_trained(args.build_dir, args)
-        version = TRAINED_VERSION
-    print("[3/3] archiving ...", flush=True)
-    path = build_archive(weights, version, spec=spec, file_name=DEFAULT_ARCHIVE.name)
-    info.update(version=version, total_s=round(time.monotonic() - start, 1), archive=str(path.relative_to(ROOT)))
-    (args.build_dir / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"default model: built {path.relative_to(ROOT)} (version {version}) in {info['total_s']:.0f} s")
-    if "validation" in info:
-        print(f"validation score {info['validation']['score']:.4f}")
+    try:
+        if args.untrained:
+            if DEFAULT_ARCHIVE.exists() and not args.force:
+                print(f"default model: {DEFAULT_ARCHIVE.relative_to(ROOT)} exists (--force to replace it)")
+                return 0
+            weights = make_untrained_weights(ROOT / "build" / "default" / "untrained.pt")
+            path = build_archive(weights, UNTRAINED_VERSION, spec=HANDLER_DIR / SPEC_FILE, file_name=DEFAULT_ARCHIVE.name)
+            STAMP_FILE.unlink(missing_ok=True)
+            print(f"default model: built {path.relative_to(ROOT)} (version {UNTRAINED_VERSION}, untrained)")
+            return 0
+        if args.train:
+            folder = train_default(args)
+            if folder.resolve() != SHIPPED_DIR.resolve():
+                return 0
+        build_from_shipped(force=args.force or args.train, folder=SHIPPED_DIR)
+    except ShippedWeightsError as e:
+        print(f"lizaalert-default-model: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"lizaalert-default-model: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

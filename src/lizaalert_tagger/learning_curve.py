@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Held-out score against training image-passes, from the snapshots of a training run.
 
-    python scripts/learning_curve.py --run build/train-default --calibration DIR --held-out DIR \
+    lizaalert-learning-curve --run build/train-default --calibration DIR --held-out DIR \
         --png docs/learning_curve.png
 
 For each ``RUN/snapshots/passes_*.pt`` (``train.py --snapshot-every``): tune the

@@ -57,15 +57,27 @@ class LizaAlertTagger(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
-def load_tagger(weights_path: str | Path, spec: AttributeSpec | str | Path | None = None) -> LizaAlertTagger:
-    """Build the model from the spec and load a state dict saved with ``torch.save(model.state_dict())``.
+def load_state(weights_path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` (any float precision, returned as fp32) or a ``torch.save`` file.
 
-    Loads with ``weights_only=True``: a file holding pickled code (a whole pickled
+    Neither path runs code: safetensors holds tensors only, and ``torch.load`` runs
+    with ``weights_only=True``, so a file holding pickled code (a whole pickled
     module, or anything crafted) is refused instead of executed.
     """
-    model = LizaAlertTagger(spec)
+    weights_path = Path(weights_path)
+    if weights_path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(weights_path))
+        except (OSError, SafetensorError) as e:
+            raise ValueError(f"{weights_path}: not a readable safetensors file ({e})") from None
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
     except Exception as e:  # UnpicklingError for code, RuntimeError for non-torch files
         raise ValueError(
             f"{weights_path}: refused to load. Expected a plain state dict (tensors only, "
@@ -74,6 +86,13 @@ def load_tagger(weights_path: str | Path, spec: AttributeSpec | str | Path | Non
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{weights_path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_tagger(weights_path: str | Path, spec: AttributeSpec | str | Path | None = None) -> LizaAlertTagger:
+    """Build the model from the spec and load its weights (:func:`load_state`: no code is run)."""
+    model = LizaAlertTagger(spec)
+    state = load_state(weights_path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

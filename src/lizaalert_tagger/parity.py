@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy parity of the fast variant against fp32 on held-out generated scenes.
 
-    python scripts/parity.py [--archive model_store/lizaalert_tagger.mar] [--variant int8] [--count 300] [--seed 1001]
+    lizaalert-parity [--archive model_store/lizaalert_tagger.mar] [--variant int8] [--count 300] [--seed 1001]
 
 Decodes the scenes with the serving preprocessing, runs the archive's model in
 fp32 and in the variant (default: the precision its model-config.yaml serves),
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from lizaalert_tagger.scenes import generator as make_scenes
+    from lizaalert_tagger import scenes as make_scenes
     from lizaalert_tagger.labels_csv import read_labels
     from lizaalert_tagger.scoring import score_codes
     from lizaalert_tagger.service import HandlerSettings, load_model

@@ -120,6 +120,8 @@ def decode_image(
             f"The body ({len(data)} bytes, starting {head!r}) is not a photo in a supported format "
             f"({', '.join(ALLOWED_FORMATS)}).",
         ) from None
+    except MemoryError:
+        raise  # not the photo's fault: the caller answers 500, not "corrupt"
     except Exception as e:  # Pillow raises many types on corrupt headers
         raise ImageError("corrupt_image", f"The image header could not be read: {e}") from None
 
@@ -141,16 +143,22 @@ def decode_image(
         img.load()
     except Image.DecompressionBombError as e:
         raise ImageError("too_many_pixels", f"The image claims too many pixels: {e}", 413) from None
+    except MemoryError:
+        raise
     except Exception as e:
         text = str(e)
         reason = "truncated_image" if "truncated" in text or "broken data stream" in text else "corrupt_image"
         raise ImageError(reason, f"The {fmt} image could not be decoded: {text or type(e).__name__}.") from None
     try:
         img = ImageOps.exif_transpose(img) or img
+    except MemoryError:
+        raise
     except Exception:
         pass  # a malformed EXIF block should not cost the photo; keep it as stored
     try:
         img = _to_rgb(img)
+    except MemoryError:
+        raise
     except Exception as e:
         raise ImageError("corrupt_image", f"The {fmt} image (mode {img.mode}) could not be converted to RGB: {e}.") from None
     return DecodedImage(image=img, width=width, height=height, format=fmt)

@@ -79,7 +79,7 @@ def load_int8(path: str | Path) -> torch.jit.ScriptModule:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path.name} is not in the model directory: precision 'int8' needs an archive built with "
-            f"scripts/archive.py --int8 (or set precision: bf16 / fp32 in model-config.yaml)."
+            f"lizaalert-archive --int8 (or set precision: bf16 / fp32 in model-config.yaml)."
         )
     if BACKEND in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = BACKEND

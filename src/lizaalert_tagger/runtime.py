@@ -9,25 +9,41 @@ the benchmark, so that they all run TorchServe the same way:
   (a user's server, a test's, a bench's) live side by side;
 - ``config.properties`` copied there with only ports and paths overridden;
 - the key file made owner-only (0600) as soon as it appears;
-- readiness = ``/ping`` healthy *and* every model in ``load_models`` has a
-  READY worker;
+- the model state survives a restart: TorchServe writes a snapshot of its
+  registered models (versions, the default version, workers) to
+  ``logs/config/`` of the run dir after start, after every management call
+  that changes it and at shutdown; the next start restores the newest one
+  (see :func:`model_snapshot_to_restore`), so a version switched to with
+  ``tagctl models set-default`` is still the default after a restart. The
+  config always comes from ``config.properties`` (``--ts-config``): only the
+  ``model_snapshot`` part of the snapshot is used. Editing ``load_models``
+  declares a new starting state (the snapshot is then ignored), and
+  ``restore=False`` (``lizaalert-serve --fresh``) starts from ``load_models``
+  whatever the snapshot says;
+- readiness = ``/ping`` healthy *and* every model that ``load_models`` names
+  (or that the restored snapshot registers) has a READY worker (names read
+  from the archives' manifests, as TorchServe reads them; ``load_models=all``
+  means every archive of the store), checked with the client's one readiness
+  check (``TaggerClient.model_ready``);
 - stop = SIGTERM to the whole process group (launcher, JVM, Python
   workers), then SIGKILL, so nothing is left behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
+from lizaalert_tagger.client import ClientError, TaggerClient, read_keys
 from lizaalert_tagger.paths import CONFIG_PROPERTIES, METRICS_CONFIG, MODEL_STORE, RUN_DIR
 
 CONFIG_PATH = CONFIG_PROPERTIES
@@ -35,6 +51,10 @@ METRICS_CONFIG_PATH = METRICS_CONFIG
 DEFAULT_MODEL_STORE = MODEL_STORE
 DEFAULT_RUN_DIR = RUN_DIR
 KEY_FILE_NAME = "key_file.json"
+# TorchServe's snapshots: LOG_LOCATION/config/<yyyyMMddHHmmssSSS>-{startup,snapshot,shutdown}.cfg
+SNAPSHOT_DIR_NAME = "config"
+SNAPSHOT_FILE = re.compile(r"^(\d{17})-(startup|snapshot|shutdown)\.cfg$")
+SNAPSHOTS_KEPT = 20  # older snapshot files are deleted at start (TorchServe never deletes any)
 
 
 def read_properties(path: Path = CONFIG_PATH) -> dict[str, str]:
@@ -62,20 +82,165 @@ def write_properties(source: Path, target: Path, overrides: dict[str, str]) -> N
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def java_properties(text: str) -> dict[str, str]:
+    """The entries of a Java properties file as ``Properties.load`` reads them (escapes resolved).
+
+    TorchServe writes its snapshots with ``Properties.store``, which escapes
+    ``:``, ``=``, ``#``, ``!`` and backslashes in values (the JSON of
+    ``model_snapshot`` is full of colons)."""
+    props: dict[str, str] = {}
+    logical: list[str] = []
+    for raw in text.splitlines():
+        line = raw.lstrip() if logical else raw.strip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2:  # an odd number of backslashes: the entry goes on on the next line
+            logical.append(line[:-1])
+            continue
+        logical.append(line)
+        entry, logical = "".join(logical), []
+        i = 0
+        while i < len(entry) and entry[i] not in "=: \t\f":
+            i += 2 if entry[i] == "\\" else 1
+        key, rest = entry[:i], entry[i:].lstrip(" \t\f")
+        if rest[:1] in ("=", ":"):
+            rest = rest[1:].lstrip(" \t\f")
+        props[_java_unescape(key)] = _java_unescape(rest)
+    return props
+
+
+def _java_unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            n = text[i + 1]
+            if n == "u" and i + 6 <= len(text):
+                out.append(chr(int(text[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def java_properties_value(text: str) -> str:
+    """``text`` escaped as a Java properties value (``Properties.load`` reads files as Latin-1)."""
+    out = []
+    for c in text:
+        if c == "\\":
+            out.append("\\\\")
+        elif c in "\t\n\r\f":
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}[c])
+        elif ord(c) > 0x7E or ord(c) < 0x20:
+            out.extend(f"\\u{unit:04x}" for unit in _utf16_units(c))
+        else:
+            out.append(c)
+    value = "".join(out)
+    return "\\" + value if value.startswith(" ") else value
+
+
+def _utf16_units(c: str) -> list[int]:
+    data = c.encode("utf-16-be")
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def snapshot_files(log_dir: Path) -> list[Path]:
+    """TorchServe's snapshot files under ``log_dir/config``, oldest first (by the time in their names)."""
+    folder = Path(log_dir) / SNAPSHOT_DIR_NAME
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_file() and SNAPSHOT_FILE.match(p.name)), key=lambda p: p.name)
+
+
+def read_snapshot(path: Path) -> tuple[dict, dict[str, str]]:
+    """``(model snapshot, properties)`` of one snapshot file; ValueError if it has no readable model snapshot."""
+    props = java_properties(Path(path).read_text(encoding="utf-8"))
+    try:
+        snapshot = json.loads(props["model_snapshot"])
+        models = snapshot.get("models") or {}
+        if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+            raise ValueError("'models' is not a map of versions")
+    except (KeyError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: not a TorchServe snapshot with a model_snapshot ({type(e).__name__}: {e})") from None
+    snapshot["models"] = models
+    return snapshot, props
+
+
+def _normalized_load_models(value: str) -> str:
+    return ",".join(entry.strip() for entry in value.split(",") if entry.strip())
+
+
+def model_snapshot_to_restore(log_dir: Path, model_store: Path, load_models: str) -> tuple[Path, dict] | None:
+    """The newest snapshot of a run dir's TorchServe, if the next start should restore it, else None.
+
+    None when there is no snapshot, or when the snapshot's server started from
+    another ``load_models`` than ``load_models`` (editing it in
+    config.properties declares a new starting state). ValueError, naming the
+    way out, when it names an archive that is not in ``model_store`` (TorchServe
+    would refuse to start) or a file outside it.
+    """
+    files = snapshot_files(log_dir)
+    if not files:
+        return None
+    path = files[-1]
+    snapshot, props = read_snapshot(path)
+    if _normalized_load_models(props.get("load_models", "")) != _normalized_load_models(load_models):
+        return None
+    store = Path(model_store)
+    for name, versions in snapshot["models"].items():
+        for version, state in versions.items():
+            mar = str(state.get("marName", ""))
+            if not mar or Path(mar).name != mar or mar in (".", "..") or not (store / mar).is_file():
+                raise ValueError(
+                    f"{path} restores {name} version {version} from {mar!r}, which is not an archive in {store}: "
+                    f"put the archive back, or start from config.properties' load_models "
+                    f"(lizaalert-serve --fresh, or delete {path.parent})"
+                )
+    return path, snapshot
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def read_key_file(path: Path) -> dict[str, str]:
-    """``{"inference": ..., "management": ..., "api": ...}`` from TorchServe's key file."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {
-        "inference": raw["inference"]["key"],
-        "management": raw["management"]["key"],
-        "api": raw["API"]["key"],
-    }
+def archive_model_name(path: Path) -> str:
+    """The model name in an archive's ``MAR-INF/MANIFEST.json`` (what TorchServe registers it as)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return json.loads(zf.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a model archive with a manifest ({type(e).__name__}: {e})") from None
+
+
+def startup_models(load_models: str, model_store: Path) -> list[str]:
+    """The model names TorchServe registers at start for a ``load_models`` value.
+
+    ``all``: every ``.mar`` in the store; otherwise comma-separated entries,
+    ``file.mar`` (named by its manifest) or ``name=file.mar`` (named ``name``).
+    """
+    load_models = load_models.strip()
+    if not load_models or load_models.lower() == "standalone":
+        return []
+    if load_models.lower() == "all":
+        return sorted({archive_model_name(p) for p in Path(model_store).glob("*.mar")})
+    names = []
+    for entry in (e.strip() for e in load_models.split(",")):
+        if not entry:
+            continue
+        if "=" in entry:
+            names.append(entry.split("=", 1)[0].strip())
+        elif entry.endswith(".mar"):
+            names.append(archive_model_name(Path(model_store) / entry))
+        else:
+            names.append(entry)  # a model directory in the store: TorchServe names it after the directory
+    return names
 
 
 @dataclass
@@ -90,7 +255,10 @@ class TorchServe:
     grpc_ports: tuple[int, int] | None = None  # None: the config's, or free ones when ``ports`` is given
     overrides: dict[str, str] = field(default_factory=dict)
     quiet: bool = True  # send TorchServe's console output to run_dir/console.log
+    restore: bool = True  # restore the model state of the run dir's last snapshot (False: start from load_models)
     process: subprocess.Popen | None = None
+    restored_from: Path | None = field(default=None, init=False)  # the snapshot the last start restored, if any
+    restored: dict | None = field(default=None, init=False, repr=False)  # its model snapshot
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -132,12 +300,38 @@ class TorchServe:
         return self.run_dir / "logs"
 
     def keys(self) -> dict[str, str]:
-        return read_key_file(self.key_file)
+        """``{"inference": ..., "management": ..., "api": ...}`` from the server's key file."""
+        return dataclasses.asdict(read_keys(self.key_file))
+
+    def client(self, **kwargs) -> TaggerClient:
+        """A client of this server (its URLs and key file)."""
+        return TaggerClient(self.inference_url, self.management_url, self.key_file, tokens=not self.tokens_off, **kwargs)
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where TorchServe writes its snapshots (``$LOG_LOCATION/config``)."""
+        return self.log_dir / SNAPSHOT_DIR_NAME
+
+    @property
+    def load_models(self) -> str:
+        return self.overrides.get("load_models", self.props.get("load_models", ""))
+
+    @property
+    def model_names(self) -> list[str]:
+        """The models this server registers at start: those of the restored snapshot, or else
+        those of ``load_models`` (named by the archives' manifests)."""
+        if self.restored is not None:
+            return sorted(self.restored["models"])
+        return startup_models(self.load_models, self.model_store)
 
     def prepare(self) -> None:
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.key_file.unlink(missing_ok=True)
+        self.restored_from = self.restored = None
+        found = model_snapshot_to_restore(self.log_dir, self.model_store, self.load_models) if self.restore else None
+        for old in snapshot_files(self.log_dir)[:-SNAPSHOTS_KEPT]:
+            old.unlink(missing_ok=True)
         overrides = {
             "inference_address": self.inference_url,
             "management_address": self.management_url,
@@ -148,6 +342,11 @@ class TorchServe:
             "metrics_config": str(METRICS_CONFIG_PATH),
             **self.overrides,
         }
+        if found is not None:
+            # TorchServe restores a model_snapshot instead of loading load_models; the rest of the
+            # config (addresses, tokens, limits) stays what config.properties and the overrides say.
+            self.restored_from, self.restored = found
+            overrides["model_snapshot"] = java_properties_value(json.dumps(self.restored, separators=(",", ":")))
         write_properties(self.config, self.config_path, overrides)
 
     def env(self) -> dict[str, str]:
@@ -161,7 +360,7 @@ class TorchServe:
     def command(self) -> list[str]:
         return [
             str(Path(sys.executable).parent / "torchserve"),
-            "--start", "--foreground", "--ncs",
+            "--start", "--foreground",  # snapshots on (no --ncs): the model state survives a restart
             "--ts-config", str(self.config_path),
             "--model-store", str(self.model_store),
         ]
@@ -185,39 +384,32 @@ class TorchServe:
             self.wait_ready(timeout)
         return self
 
-    def _inference_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys()['inference']}"}
-
-    def _management_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys()['management']}"}
-
-    def models_ready(self) -> bool:
-        names = [m.strip()[:-4] for m in self.props.get("load_models", "").split(",") if m.strip().endswith(".mar")]
-        for name in names:
-            r = requests.get(f"{self.management_url}/models/{name}", headers=self._management_headers(), timeout=5)
-            if r.status_code != 200:
-                return False
-            workers = [w for version in r.json() for w in version.get("workers", [])]
-            if not any(w.get("status") == "READY" for w in workers):
-                return False
-        return True
+    def ready(self) -> bool:
+        """/ping is healthy and every startup model has a READY worker."""
+        client = self.client(retries=0, timeout=5)
+        return client.healthy() and all(client.model_ready(name) for name in self.model_names)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
-        """Block until /ping is healthy and the configured models have a READY worker."""
+        """Block until :meth:`ready`; fail early if TorchServe exits."""
+        names = self.model_names  # a bad archive in load_models fails here, not after the timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"TorchServe exited with code {self.process.returncode}; see {self.log_dir} and {self.run_dir / 'console.log'}")
-            if self.key_file.exists():
-                os.chmod(self.key_file, 0o600)
+            if self.key_file.exists() or self.tokens_off:
+                if self.key_file.exists():
+                    os.chmod(self.key_file, 0o600)
                 try:
-                    ping = requests.get(f"{self.inference_url}/ping", headers=self._inference_headers(), timeout=5)
-                    if ping.status_code == 200 and self.models_ready():
+                    if self.ready():
                         return
-                except (requests.RequestException, ValueError, KeyError):
+                except (ClientError, ValueError, KeyError, OSError):
                     pass  # not listening yet, or the key file is half written
             time.sleep(0.5)
-        raise TimeoutError(f"TorchServe was not ready within {timeout:.0f} s; see {self.log_dir}")
+        raise TimeoutError(f"TorchServe was not ready within {timeout:.0f} s (waiting for {', '.join(names) or '/ping'}); see {self.log_dir}")
+
+    @property
+    def tokens_off(self) -> bool:
+        return self.overrides.get("disable_token_authorization", self.props.get("disable_token_authorization", "false")).lower() == "true"
 
     def worker_pids(self) -> list[int]:
         """PIDs of the Python model workers (children of the JVM)."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Convert a checkpoint of the original (seed) model into our weights + spec, exactly.
 
-    python scripts/import_seed_checkpoint.py SEED.pth --out DIR
-    python scripts/archive.py --weights DIR/weights.pt --spec DIR/attributes.json --version seed-1
+    lizaalert-import-seed SEED.pth --out DIR
+    lizaalert-archive --weights DIR/weights.pt --spec DIR/attributes.json --version seed-1
 
 The seed saved its model with ``torch.save(model)``: a pickled whole module
 whose class lived in its training script, so it cannot be imported here, and
@@ -14,7 +14,11 @@ inert record of its saved state. Then:
 
 - trunk: ``resnet`` (a torchvision ResNet34) or, failing that, ``model_wo_fc``
   (its children without ``fc``) -> our ``trunk``;
-- categorical heads (``timeday``, ``timeyear``, ``place``) copied in the seed's
+- heads found under either spelling: the seed's module attributes
+  (``timeOfTheDay``, ``timeOfTheYear``: state dict keys ``timeOfTheDay.1.weight``)
+  or its forward pass's output keys (``timeday``, ``timeyear``), which SEED.md
+  once gave as the attribute names; the other nine heads are spelt alike;
+- categorical heads (time of day, season, ``place``) copied in the seed's
   class order (output index = the seed's code);
 - binary heads with two outputs (a two-way softmax) -> one logit
   ``w1 - w0``, ``b1 - b0``, since softmax([a, b])[1] = sigmoid(b - a); a
@@ -49,6 +53,12 @@ SEED_HEADS = {
     "cynologist": "dog_handler",
     "diver": "diver",
     "hugs": "hugs",
+}
+# The module attribute names the seed's heads may have, by output key: the original
+# code stored two heads under other names than the keys its forward pass returns.
+SEED_HEAD_ATTRIBUTES = {
+    "timeday": ("timeOfTheDay", "timeday"),
+    "timeyear": ("timeOfTheYear", "timeyear"),
 }
 # model_wo_fc = Sequential(*list(resnet.children())[:-1]): index -> torchvision name
 WO_FC_NAMES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
@@ -138,6 +148,23 @@ def module_tensors(node: InertObject, prefix: str = "") -> dict[str, torch.Tenso
     return out
 
 
+def seed_head_modules(modules: dict[str, Any]) -> dict[str, InertObject]:
+    """``{output key: head module}``, each head found under any of its spellings (SEED_HEAD_ATTRIBUTES)."""
+    heads, missing = {}, []
+    for seed_name in SEED_HEADS:
+        spellings = SEED_HEAD_ATTRIBUTES.get(seed_name, (seed_name,))
+        found = [name for name in spellings if isinstance(modules.get(name), InertObject)]
+        if not found:
+            missing.append(" or ".join(spellings) if len(spellings) > 1 else seed_name)
+        elif len(found) > 1:
+            raise ValueError(f"seed head {seed_name!r} is there twice, as {' and '.join(found)}: which one the forward pass used is unknown")
+        else:
+            heads[seed_name] = modules[found[0]]
+    if missing:
+        raise ValueError(f"seed heads missing: {missing}; found modules {sorted(modules)}")
+    return heads
+
+
 def convert(root: InertObject, spec: AttributeSpec) -> tuple[dict[str, torch.Tensor], AttributeSpec]:
     """Our state dict and spec from the seed's inert module tree."""
     modules = root.state.get("_modules") or {}
@@ -151,14 +178,12 @@ def convert(root: InertObject, spec: AttributeSpec) -> tuple[dict[str, torch.Ten
                 trunk[f"{WO_FC_NAMES[index]}.{rest}"] = v
     else:
         raise ValueError(f"no trunk: expected a 'resnet' or 'model_wo_fc' submodule, found {sorted(modules)}")
-    missing = sorted(set(SEED_HEADS) - set(modules))
-    if missing:
-        raise ValueError(f"seed heads missing: {missing}; found modules {sorted(modules)}")
+    heads = seed_head_modules(modules)
 
     state = {f"trunk.{k}": v for k, v in trunk.items()}
     for seed_name, key in SEED_HEADS.items():
         a = spec[key]
-        head = module_tensors(modules[seed_name])
+        head = module_tensors(heads[seed_name])
         linear = [k[: -len("weight")] for k in head if k.endswith("weight")]
         if len(linear) != 1:
             raise ValueError(f"head {seed_name}: expected one Linear layer, found weights {sorted(head)}")

@@ -25,6 +25,7 @@ from lizaalert_tagger.spec import AttributeSpec, Preprocessing
 # (the seed's service used "File").
 PHOTO_KEYS = ("data", "body", "image", "file", "File", "b64", "instances")
 PRECISIONS = ("fp32", "bf16", "int8")
+MAX_INSTANCES = 64  # photos in one {"instances": [...]} request
 WEIGHTS_FILENAME = "weights.pt"  # the fp32 state dict in every archive
 
 
@@ -54,21 +55,63 @@ class HandlerSettings:
         return self.precision == "bf16"
 
 
+class RequestFailure(Exception):
+    """A request that cannot be answered for a reason of ours, not the client's: an HTTP 5xx or 501."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+    @classmethod
+    def internal(cls, step: str, error: BaseException) -> "RequestFailure":
+        """A 500 naming the step that failed; ``MemoryError`` says so instead of blaming the photo."""
+        if isinstance(error, MemoryError):
+            return cls(500, "out_of_memory", f"{step} ran out of memory: the worker could not hold this photo; try a smaller one or fewer at once")
+        return cls(500, "internal_error", f"{step} failed: {type(error).__name__}: {error}".rstrip(": "))
+
+
 @dataclass
 class PreparedBatch:
-    """What ``preprocess`` hands to ``inference``: the good photos stacked, the bad ones' errors."""
+    """What ``preprocess`` hands to ``inference``: the good photos stacked, the refused requests' errors.
 
-    size: int
+    A request usually carries one photo; a KServe-style ``{"instances": [...]}`` body carries
+    several, answered together as ``{"predictions": [...]}`` in the order sent.
+    """
+
+    size: int  # requests in the batch
     tensor: torch.Tensor | None
-    good: list[int]  # request indexes that are in ``tensor``, in order
-    errors: dict[int, ImageError] = field(default_factory=dict)
+    owners: list[int]  # for each row of ``tensor``: the request it belongs to
+    errors: dict[int, ImageError | RequestFailure] = field(default_factory=dict)
+    instances: set[int] = field(default_factory=set)  # requests that sent {"instances": [...]}
     megapixels: list[float] = field(default_factory=list)
     decode_ms: float = 0.0  # summed over the good photos
     tensor_ms: float = 0.0
 
+    @property
+    def good(self) -> list[int]:
+        """Requests with photos in ``tensor``, in order."""
+        return sorted(set(self.owners))
 
-def extract_photo(request: dict[str, Any]) -> bytes:
-    """The photo bytes of one TorchServe request, whatever way it was sent."""
+    def fail(self, requests: list[int], error: ImageError | RequestFailure) -> None:
+        """Refuse ``requests`` (their rows stay in the tensor but are not answered)."""
+        for idx in requests:
+            self.errors[idx] = error
+
+    def answers(self, per_row: list[Any]) -> list[Any]:
+        """One answer per request: its row's answer, ``{"predictions": [...]}`` for instances, or its error."""
+        answers: list[Any] = [None] * self.size
+        grouped: dict[int, list[Any]] = {}
+        for owner, answer in zip(self.owners, per_row):
+            grouped.setdefault(owner, []).append(answer)
+        for idx, rows in grouped.items():
+            answers[idx] = {"predictions": rows} if idx in self.instances else rows[0]
+        for idx, error in self.errors.items():
+            answers[idx] = error_body(error)
+        return answers
+
+
+def extract_photos(request: dict[str, Any]) -> tuple[list[bytes], bool]:
+    """The photo bytes of one TorchServe request, whatever way it was sent, and whether it used ``instances``."""
     payload = None
     for key in PHOTO_KEYS:
         if request.get(key) is not None:
@@ -77,21 +120,26 @@ def extract_photo(request: dict[str, Any]) -> bytes:
     else:  # a multipart form with some other field name: take the first file-like field
         payload = next((v for v in request.values() if isinstance(v, (bytes, bytearray))), None)
     if isinstance(payload, dict):  # JSON body, already parsed by the worker
+        if isinstance(payload.get("instances"), list):
+            items = payload["instances"]
+            if not items:
+                raise ImageError("bad_json", "\"instances\" is empty: expected a list of base64 photos.")
+            if len(items) > MAX_INSTANCES:
+                raise ImageError("too_many_instances", f"{len(items)} instances in one request; at most {MAX_INSTANCES}: split the request.", 413)
+            photos = []
+            for number, item in enumerate(items):
+                try:
+                    photos.append(_base64_photo(item))
+                except ImageError as e:
+                    raise ImageError(e.reason, f"instance {number}: {e.message}", e.status) from None
+            return photos, True
         inner = next((payload[k] for k in PHOTO_KEYS if k in payload), None)
         if inner is None:
             raise ImageError(
                 "bad_json",
-                f"The JSON body has keys {sorted(payload)[:10]}; expected {{\"data\": \"<base64 photo>\"}}.",
+                f"The JSON body has keys {sorted(payload)[:10]}; expected {{\"data\": \"<base64 photo>\"}} or {{\"instances\": [...]}}.",
             )
-        payload = inner[0] if isinstance(inner, list) and inner else inner
-        if isinstance(payload, dict):
-            payload = payload.get("b64") or payload.get("data")
-        if not isinstance(payload, str):
-            raise ImageError("bad_json", f"\"data\" must be a base64 string, got {type(payload).__name__}.")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ImageError("bad_base64", f"\"data\" is not valid base64 ({e}).") from None
+        return [_base64_photo(inner)], False
     if isinstance(payload, str):
         raise ImageError(
             "not_an_image",
@@ -99,10 +147,80 @@ def extract_photo(request: dict[str, Any]) -> bytes:
             "(Content-Type image/* or application/octet-stream) or JSON {\"data\": \"<base64>\"}.",
         )
     if isinstance(payload, (bytes, bytearray)):
-        return bytes(payload)
+        return [bytes(payload)], False
     if payload is None:
         raise ImageError("empty", "The request carries no photo: send it as the body, a form file or JSON base64.")
     raise ImageError("bad_json", f"Expected a photo, got JSON of type {type(payload).__name__}.")
+
+
+def _base64_photo(value: Any) -> bytes:
+    if isinstance(value, dict):  # {"b64": ...} or {"data": ...}
+        value = value.get("b64") or value.get("data")
+    if not isinstance(value, str):
+        raise ImageError("bad_json", f"a photo must be a base64 string, got {type(value).__name__}.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageError("bad_base64", f"not valid base64 ({e}).") from None
+
+
+def error_body(error: ImageError | RequestFailure) -> dict[str, Any]:
+    """The JSON body of a refused request: ``{"code", "type", "message"}``."""
+    return {"code": error.status, "type": error.reason, "message": error.message}
+
+
+def prepare_batch(requests: list[dict[str, Any]], pre: Preprocessing, settings: HandlerSettings,
+                  skip: dict[int, ImageError | RequestFailure] | None = None) -> PreparedBatch:
+    """Decode and preprocess every request; a bad photo fails its own request only.
+
+    ``skip``: requests already refused (not decoded). An unexpected exception
+    while decoding one request is that request's 500, naming the step.
+    """
+    tensors, owners, megapixels = [], [], []
+    errors: dict[int, ImageError | RequestFailure] = dict(skip or {})
+    instances: set[int] = set()
+    decode_ms = tensor_ms = 0.0
+    height, width = pre.size
+    for idx, request in enumerate(requests):
+        if idx in errors:
+            continue
+        try:
+            photos, is_instances = extract_photos(request)
+            rows, mps = [], []
+            for number, photo in enumerate(photos):
+                start = time.perf_counter()
+                try:
+                    decoded = decode_image(photo, target_size=(width, height), max_pixels=settings.max_pixels, draft=settings.jpeg_draft)
+                except ImageError as e:
+                    if is_instances:
+                        raise ImageError(e.reason, f"instance {number}: {e.message}", e.status) from None
+                    raise
+                middle = time.perf_counter()
+                rows.append(image_to_tensor(decoded.image, pre))
+                decode_ms += (middle - start) * 1000
+                tensor_ms += (time.perf_counter() - middle) * 1000
+                mps.append(decoded.megapixels)
+        except ImageError as e:
+            errors[idx] = e
+            continue
+        except Exception as e:  # a bug or MemoryError: this request's 500, the others go on
+            errors[idx] = RequestFailure.internal("preprocess", e)
+            continue
+        tensors += rows
+        owners += [idx] * len(rows)
+        megapixels += mps
+        if is_instances:
+            instances.add(idx)
+    return PreparedBatch(
+        size=len(requests),
+        tensor=torch.stack(tensors) if tensors else None,
+        owners=owners,
+        errors=errors,
+        instances=instances,
+        megapixels=megapixels,
+        decode_ms=decode_ms,
+        tensor_ms=tensor_ms,
+    )
 
 
 def load_model(model_dir: str | Path, spec: AttributeSpec, settings: HandlerSettings) -> torch.nn.Module:
@@ -141,41 +259,3 @@ def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 quota visible: the affinity is the limit
     return cores
-
-
-def error_body(error: ImageError) -> dict[str, Any]:
-    """The JSON body of a refused request: ``{"code", "type", "message"}``."""
-    return {"code": error.status, "type": error.reason, "message": error.message}
-
-
-def prepare_batch(requests: list[dict[str, Any]], pre: Preprocessing, settings: HandlerSettings) -> PreparedBatch:
-    """Decode and preprocess every request; a bad photo becomes an error for its own index only."""
-    tensors, good, errors, megapixels = [], [], {}, []
-    decode_ms = tensor_ms = 0.0
-    height, width = pre.size
-    for idx, request in enumerate(requests):
-        try:
-            start = time.perf_counter()
-            decoded = decode_image(
-                extract_photo(request),
-                target_size=(width, height),
-                max_pixels=settings.max_pixels,
-                draft=settings.jpeg_draft,
-            )
-            middle = time.perf_counter()
-            tensors.append(image_to_tensor(decoded.image, pre))
-            decode_ms += (middle - start) * 1000
-            tensor_ms += (time.perf_counter() - middle) * 1000
-            good.append(idx)
-            megapixels.append(decoded.megapixels)
-        except ImageError as e:
-            errors[idx] = e
-    return PreparedBatch(
-        size=len(requests),
-        tensor=torch.stack(tensors) if tensors else None,
-        good=good,
-        errors=errors,
-        megapixels=megapixels,
-        decode_ms=decode_ms,
-        tensor_ms=tensor_ms,
-    )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test: many requests at high concurrency with `hey`, worker memory before and after.
 
-    python scripts/soak.py --requests 5000 --concurrency 32     # against `make serve`
+    lizaalert-soak --requests 5000 --concurrency 32     # against `make serve`
 
 Sends ``--requests`` POSTs of one photo to the default model with the load
 generator ``hey`` (Debian package ``hey``), bounded in count and time, to a

@@ -22,6 +22,7 @@ SPEC_FILENAME = "attributes.json"
 DEFAULT_SPEC_PATH = HANDLER_DIR / SPEC_FILENAME  # the source of truth; archives carry a tuned copy
 
 KINDS = ("binary", "categorical")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # preprocess.py maps each to Pillow's filter
 
 
 class SpecError(ValueError):
@@ -97,6 +98,16 @@ class AttributeSpec:
             if attribute.key == key:
                 return attribute
         raise KeyError(f"no attribute {key!r}; the spec has {', '.join(self.keys)}")
+
+    def answer_codes(self, answer: dict[str, Any]) -> dict[str, int]:
+        """The seed's integer code per attribute key from one served answer (``decode.decode_logits``'s shape).
+
+        Here rather than in ``decode`` so that clients read answers without importing torch.
+        """
+        try:
+            return {a.key: int(answer["attributes"][a.key]["code"]) for a in self.attributes}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not an answer of this spec's model: expected attributes {list(self.keys)} with codes; {type(e).__name__}: {e}") from None
 
     def with_thresholds(self, thresholds: dict[str, float]) -> "AttributeSpec":
         """A copy with new thresholds for the named binary attributes."""
@@ -227,6 +238,8 @@ def validate(spec: AttributeSpec, num_logits: int | None = None) -> None:
     p = spec.preprocessing
     if p.resize != "squash":
         raise SpecError(f"preprocessing.resize: only 'squash' is supported, got {p.resize!r}")
+    if p.interpolation not in INTERPOLATIONS:
+        raise SpecError(f"preprocessing: interpolation must be one of {', '.join(INTERPOLATIONS)}; got {p.interpolation!r}")
     if (p.mean is None) != (p.std is None):
         raise SpecError("preprocessing: give both mean and std, or neither")
     if p.mean is not None and (len(p.mean) != 3 or len(p.std) != 3 or min(p.std) <= 0):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fine-tune (or train from scratch) the tagger on photos labelled in the seed's CSV format.
 
-    python scripts/train.py --images DIR --labels labels.csv --out DIR [--weights imagenet.pth]
+    lizaalert-train --images DIR --labels labels.csv --out DIR [--weights imagenet.pth]
 
 - Reads the seed's CSV (both header spellings); rows whose file is missing or
   not an image are skipped and counted in one warning line.
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from lizaalert_tagger.labels_csv import read_labels, resolve_images
 from lizaalert_tagger.scoring import score_codes
+from lizaalert_tagger.decode import codes_from_logits as decode_codes
 from lizaalert_tagger.model import LizaAlertTagger
 from lizaalert_tagger.preprocess import ImageError, decode_image, normalize, resize_for_model
 from lizaalert_tagger.service import run_inference
@@ -181,15 +182,8 @@ def predict_logits(model: torch.nn.Module, pixels: torch.Tensor, spec: Attribute
 
 
 def codes_from_logits(logits: torch.Tensor, spec: AttributeSpec, thresholds: dict[str, float] | None = None) -> dict[str, list[int]]:
-    codes = {}
-    for a in spec.attributes:
-        part = logits[:, a.logits[0]:a.logits[1]]
-        if a.is_binary:
-            t = (thresholds or {}).get(a.key, a.threshold)
-            codes[a.key] = (torch.sigmoid(part[:, 0]) >= t).long().tolist()
-        else:
-            codes[a.key] = [a.codes[i] for i in part.argmax(1).tolist()]
-    return codes
+    """The served decision (``decode.codes_from_logits``), optionally with other binary thresholds."""
+    return decode_codes(logits, spec.with_thresholds(thresholds) if thresholds else spec)
 
 
 def tune_thresholds(logits: torch.Tensor, truth: dict[str, list[int]], spec: AttributeSpec) -> dict[str, float]:

@@ -1,0 +1,86 @@
+"""Synthetic search-and-rescue photos: the training data of the default model.
+
+No real photos or pretrained weights are available to the default build, so
+this draws scenes whose *look* carries the attributes: time of day by the sky
+and the light, season by the ground and the foliage, terrain by trees or
+buildings, and the eight binary objects as silhouettes (helicopter, car, drone,
+horses, dog handler with dog, diver in water, two people hugging, Sherp).
+Frames without sky, ground or either terrain give the "not visible" codes.
+
+Every image ``i`` draws from ``numpy.random.default_rng([seed, i, stream])``,
+so the output is the same bytes for the same seed whatever ``--jobs`` is.
+A scene is planned first (labels, size, where each object goes: ``plan_scene``),
+then rendered at a moderate resolution (shorter side <= 480), lit, noised and
+upscaled to the photo size (``render_photo``) and saved as JPEG.
+
+    python scripts/make_scenes.py --out build/scenes --count 3000 --seed 0 --max-size 1024
+    python scripts/make_scenes.py --contact-sheet docs/contact_sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lizaalert_tagger.scenes.dataset import frequency_table, make_dataset
+from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, MAX_BOOSTED_PROBABILITY, check_spec
+from lizaalert_tagger.scenes.sheet import contact_sheet
+from lizaalert_tagger.spec import load_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="output directory: images/*.jpg and labels.csv")
+    parser.add_argument("--count", type=int, default=3000, help="number of images (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="data set seed (default: %(default)s)")
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        help=f"smallest long side of a photo in px (default: {DEFAULT_MIN_SIZE}, or --max-size if smaller)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        help="largest long side of a photo in px; smaller saves time (default: %(default)s)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default: %(default)s)")
+    parser.add_argument(
+        "--contact-sheet",
+        type=Path,
+        metavar="PNG",
+        help="also write a 4x4 grid of 16 scenes with their tags (default: none)",
+    )
+    parser.add_argument("--spec", type=Path, default=None, help="attribute spec (default: handler/attributes.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--tag-boost", type=float, default=1.0,
+                        help="multiply the binary tags' probabilities (training sets; capped at %s) (default: %%(default)s)" % MAX_BOOSTED_PROBABILITY)
+    args = parser.parse_args(argv)
+    if args.out is None and args.contact_sheet is None:
+        parser.error("give --out DIR (the data set), --contact-sheet PNG, or both")
+    min_size = args.min_size if args.min_size is not None else min(DEFAULT_MIN_SIZE, args.max_size)
+    if not 16 <= min_size <= args.max_size:
+        parser.error(f"expected 16 <= --min-size <= --max-size, got {min_size} and {args.max_size}")
+    if args.count < 0 or args.jobs < 1:
+        parser.error(f"expected --count >= 0 and --jobs >= 1, got {args.count} and {args.jobs}")
+    spec = load_spec(args.spec) if args.spec else load_spec()
+    check_spec(spec)
+
+    if args.out is not None:
+        start = time.monotonic()
+        rows = make_dataset(
+            args.out, args.count, args.seed, min_size, args.max_size, args.jobs, spec, progress=not args.quiet,
+            tag_boost=args.tag_boost,
+        )
+        elapsed = time.monotonic() - start
+        print(
+            f"wrote {len(rows)} images to {args.out / 'images'} and {args.out / 'labels.csv'} "
+            f"in {elapsed:.1f} s ({len(rows) / max(elapsed, 1e-9):.1f} images/s, {args.jobs} jobs)"
+        )
+        print(frequency_table(rows, spec))
+    if args.contact_sheet is not None:
+        path = contact_sheet(args.contact_sheet, args.seed, spec)
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+    return 0
