@@ -64,3 +64,27 @@ def test_back_pressure_and_a_dead_worker_are_retried(answering, status):
     answering["statuses"] = [status, status]
     assert client_for(answering).predict(b"photo") == {"attributes": {}, "tags": []}
     assert answering["count"] == 3
+
+
+def test_a_request_that_times_out_says_so(answering):
+    """A server that holds the request longer than --timeout: "timed out", not "cannot reach"."""
+    import time
+
+    from lizaalert_tagger.client import ClientError, TaggerClient
+
+    answering["statuses"] = []
+    release = threading.Event()
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), type("Slow", (BaseHTTPRequestHandler,), {
+        "do_POST": lambda self: release.wait(10),
+        "log_message": lambda self, *a: None,
+    }))
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{slow.server_address[1]}"
+    try:
+        start = time.monotonic()
+        with pytest.raises(ClientError, match="timed out after 1 s"):
+            TaggerClient(url, url, token="t", timeout=1).predict(b"photo")
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+        slow.shutdown()

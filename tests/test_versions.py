@@ -128,10 +128,13 @@ def served_versions(server, count: int = 4) -> Counter:
     return versions
 
 
-def registered_versions(server) -> dict[str, bool]:
-    """``{version: is default}`` of lizaalert_tagger, from the management API."""
-    described = server.client().management("GET", "/models/lizaalert_tagger/all", "describe")
-    return {str(m["modelVersion"]): bool(m["isDefault"]) for m in described}
+def registered_versions(server) -> tuple[list[str], str]:
+    """``([registered versions], default version)`` of lizaalert_tagger, from the management API
+    (``/models/NAME`` describes the default version only, ``/models/NAME/all`` every version)."""
+    client = server.client()
+    every = client.management("GET", "/models/lizaalert_tagger/all", "describe all")
+    (default,) = client.management("GET", "/models/lizaalert_tagger", "describe default")
+    return sorted(str(m["modelVersion"]) for m in every), str(default["modelVersion"])
 
 
 @pytest.mark.integration
@@ -170,7 +173,7 @@ def test_default_version_survives_a_restart(tmp_path, model_store, seeded_weight
         assert server.restored_from == snapshots[-1]
         assert server.model_names == ["lizaalert_tagger"]
         assert set(served_versions(server)) == {"2.0"}
-        assert registered_versions(server) == {"1.0": False, "2.0": True}
+        assert registered_versions(server) == (["1.0", "2.0"], "2.0")
         assert server.keys()["inference"] != old_keys["inference"]  # tokens are new at every start
         # the config still comes from config.properties: these ports, not the last run's
         assert f"inference_address={server.inference_url}" in server.config_path.read_text()
@@ -182,7 +185,7 @@ def test_default_version_survives_a_restart(tmp_path, model_store, seeded_weight
         fresh.start(timeout=240)
         assert fresh.restored_from is None
         assert set(served_versions(fresh)) == {"1.0"}
-        assert registered_versions(fresh) == {"1.0": True}
+        assert registered_versions(fresh) == (["1.0"], "1.0")
     finally:
         fresh.stop()
 
@@ -260,6 +263,15 @@ def test_a_snapshot_naming_a_missing_archive_is_a_clear_error(tmp_path, store):
     write_snapshot(tmp_path / "run", "20251127170000000", mar_2="../elsewhere/lizaalert_tagger_2.0.mar")
     with pytest.raises(ValueError, match="not an archive in"):
         prepared(tmp_path / "run", store)
+
+
+def test_a_half_written_newest_snapshot_is_skipped(tmp_path, store, capsys):
+    good = write_snapshot(tmp_path / "run", "20251127165000000", default="2.0")
+    broken = write_snapshot(tmp_path / "run", "20251127170000000", "shutdown")
+    broken.write_text(broken.read_text()[:400], encoding="utf-8")  # TorchServe died while writing it
+    ts, props = prepared(tmp_path / "run", store)
+    assert ts.restored_from == good.resolve() and "model_snapshot" in props
+    assert broken.name in capsys.readouterr().err
 
 
 def test_old_snapshots_are_pruned_and_snapshots_are_on(tmp_path, store):

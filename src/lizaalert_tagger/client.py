@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from lizaalert_tagger.paths import RUN_DIR
@@ -183,7 +184,10 @@ class TaggerClient:
     def _send(self, api: str, method: str, url: str, params=None, **kwargs) -> requests.Response:
         try:
             return self.sessions[api].request(method, url, params=params, timeout=self.timeout, **kwargs)
-        except requests.exceptions.ConnectionError:
+        except requests.exceptions.ConnectionError as e:
+            # with read=0 retries, urllib3 reports a read timeout as a ConnectionError around ReadTimeoutError
+            if isinstance(getattr(e.args[0] if e.args else None, "reason", None), ReadTimeoutError):
+                raise ClientError(f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung") from None
             raise ClientError(f"cannot reach {url.split('/', 3)[:3][-1]}: is TorchServe running (make serve)? Check the URL (--inference-url/--management-url).") from None
         except requests.exceptions.Timeout:
             raise ClientError(f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung") from None

@@ -159,13 +159,13 @@ def snapshot_files(log_dir: Path) -> list[Path]:
 
 def read_snapshot(path: Path) -> tuple[dict, dict[str, str]]:
     """``(model snapshot, properties)`` of one snapshot file; ValueError if it has no readable model snapshot."""
-    props = java_properties(Path(path).read_text(encoding="utf-8"))
     try:
+        props = java_properties(Path(path).read_text(encoding="utf-8"))
         snapshot = json.loads(props["model_snapshot"])
         models = snapshot.get("models") or {}
         if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
             raise ValueError("'models' is not a map of versions")
-    except (KeyError, ValueError, AttributeError) as e:
+    except (OSError, KeyError, ValueError, AttributeError) as e:
         raise ValueError(f"{path}: not a TorchServe snapshot with a model_snapshot ({type(e).__name__}: {e})") from None
     snapshot["models"] = models
     return snapshot, props
@@ -180,15 +180,20 @@ def model_snapshot_to_restore(log_dir: Path, model_store: Path, load_models: str
 
     None when there is no snapshot, or when the snapshot's server started from
     another ``load_models`` than ``load_models`` (editing it in
-    config.properties declares a new starting state). ValueError, naming the
-    way out, when it names an archive that is not in ``model_store`` (TorchServe
-    would refuse to start) or a file outside it.
+    config.properties declares a new starting state). An unreadable newest
+    file (a crash while TorchServe wrote it) is skipped, with a warning, for
+    the one before it. ValueError, naming the way out, when the snapshot names
+    an archive that is not in ``model_store`` (TorchServe would refuse to
+    start) or a file outside it.
     """
-    files = snapshot_files(log_dir)
-    if not files:
+    for path in reversed(snapshot_files(log_dir)):
+        try:
+            snapshot, props = read_snapshot(path)
+            break
+        except ValueError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+    else:
         return None
-    path = files[-1]
-    snapshot, props = read_snapshot(path)
     if _normalized_load_models(props.get("load_models", "")) != _normalized_load_models(load_models):
         return None
     store = Path(model_store)

@@ -34,6 +34,7 @@ from lizaalert_tagger.client import (
     TaggerClient,
 )
 from lizaalert_tagger.labels_csv import LabelsFormatError
+from lizaalert_tagger.report import RunFilesError
 from lizaalert_tagger.spec import SpecError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TaggerClient], int]] = {}
@@ -210,13 +211,32 @@ def _check_writable(out: Path) -> None:
     folder = out.parent
     if not folder.is_dir():
         raise ClientError(f"cannot write --out {out}: folder {folder} does not exist")
+    _check_folder_writable(folder, f"--out {out}")
+
+
+def _check_folder_writable(folder: Path, what: str) -> None:
     import tempfile
 
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ClientError(f"cannot write --out {out}: {e.strerror} (folder {folder})") from None
+        raise ClientError(f"cannot write {what}: {e.strerror} (folder {folder})") from None
+
+
+def _out_is_folder(out: str) -> bool:
+    """``--out`` names a run folder when it ends with ``/`` or is an existing folder; else the CSV file."""
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ClientError(f"--out {run_dir}/ is a file, not a folder; give a folder for the run's files, or a CSV name without /")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClientError(f"cannot create --out folder {run_dir}: {e.strerror}") from None
+    _check_folder_writable(run_dir, f"--out {run_dir}/")
 
 
 def _write_labels_atomically(out: Path, rows: list[tuple[str, dict[str, int]]], spec) -> None:
@@ -235,15 +255,80 @@ def _write_labels_atomically(out: Path, rows: list[tuple[str, dict[str, int]]], 
         raise
 
 
+# tag-folder writes what is done this often (and at the end), so that a crash or a power cut loses little
+CHECKPOINT_S = 30.0
+
+
+class _RunFolder:
+    """The files of ``tag-folder --out RUN_DIR/``: labels.csv (the seed's format), details.csv,
+    photos.geojson, failed.csv and run.json, each rewritten atomically (see ``report``)."""
+
+    def __init__(self, run_dir: Path, folder: Path, spec, restart: bool) -> None:
+        from lizaalert_tagger import report
+
+        self.dir, self.folder, self.spec = run_dir, folder, spec
+        self.labels_path = run_dir / report.LABELS_CSV
+        self.details_path = run_dir / report.DETAILS_CSV
+        self.failed_path = run_dir / report.FAILED_CSV
+        self.details: dict[str, Any] = {}  # path -> PhotoRecord
+        self.old_failed: dict[str, str] = {}
+        self.model = ""
+        if restart:
+            return
+        if self.details_path.exists():
+            try:
+                self.details, problems = report.read_details(self.details_path, spec)
+            except (OSError, ValueError) as e:
+                raise ClientError(f"cannot resume from {self.details_path}: {_error_text(e)}; --restart to overwrite it") from None
+            if problems:
+                print(f"warning: {len(problems)} unusable rows of {self.details_path} will be dropped "
+                      f"(e.g. {problems[0]}); their photos are tagged again", file=sys.stderr)
+        self.old_failed = report.read_failed(self.failed_path)
+
+    def save(self, labels: dict[str, dict[str, int]], records: dict[str, Any], failed: dict[str, str]) -> None:
+        """labels.csv first (the seed's file), then the others; each one whole or not at all."""
+        from datetime import datetime, timezone
+
+        from lizaalert_tagger import report
+
+        _write_labels_atomically(self.labels_path, sorted(labels.items()), self.spec)
+        ordered = [records[name] for name in sorted(records)]
+        models = [r.model for r in ordered if r.model]
+        self.model = models[-1] if models else self.model
+        info = {"folder": str(self.folder.resolve()), "model": self.model, "photos": len(ordered),
+                "failed": len(failed), "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            report.write_text_atomically(self.details_path, report.details_text(ordered, self.spec))
+            report.write_text_atomically(self.dir / report.GEOJSON, report.geojson_text(ordered, self.spec))
+            report.write_text_atomically(self.failed_path, report.failed_text(failed))
+            report.write_text_atomically(self.dir / report.RUN_JSON, json.dumps(info, ensure_ascii=False, indent=1) + "\n")
+        except OSError as e:
+            raise ClientError(f"cannot write into {self.dir}: {_error_text(e)}") from None
+
+
 @command("tag-folder")
 def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
-    """Tag every photo under a folder through the server; write the seed's CSV.
+    """Tag every photo under a folder (sub-folders included) through the server.
 
-    Resumable: photos already in --out are skipped (--restart tags them again), and the CSV
-    is rewritten atomically with the old and new rows sorted by path. At most 2 x --concurrency
-    photos are queued at a time, so Ctrl-C stops within seconds: queued photos are dropped,
-    requests in flight get INTERRUPT_GRACE_S to finish, the rows done are written, exit 130.
+    ``--out FILE.csv``: the seed's CSV. ``--out RUN_DIR/`` (ends with / or is a folder): labels.csv
+    (the same CSV), details.csv (scores, tags, EXIF time and GPS), photos.geojson, failed.csv and
+    run.json; ``--report`` then writes RUN_DIR/report/index.html.
+
+    Resumable: photos already in --out are skipped (--restart tags them again), and the files are
+    rewritten atomically every CHECKPOINT_S and at the end, the old and new rows sorted by path.
+    At most 2 x --concurrency photos are queued at a time, so Ctrl-C stops within seconds: queued
+    photos are dropped, requests in flight get INTERRUPT_GRACE_S to finish, the rows done are
+    written, exit 130.
     """
+    import warnings
+
+    with warnings.catch_warnings():
+        # Pillow warns (once per place, on stderr) about corrupt EXIF; read_exif reports it per photo instead
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        return _tag_folder(args, client)
+
+
+def _tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
     from tqdm import tqdm
 
     from lizaalert_tagger.labels_csv import read_labels
@@ -253,8 +338,19 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ClientError(f"{folder} is not a folder" if folder.exists() else f"folder {folder} does not exist")
-    out = Path(args.out)
-    _check_writable(out)
+    as_dir = _out_is_folder(args.out)
+    run: _RunFolder | None = None
+    if as_dir:
+        run_dir = Path(args.out)
+        _prepare_run_dir(run_dir)
+        out = run_dir / "labels.csv"
+        where = f"{run_dir}/"
+    else:
+        if args.report:
+            raise ClientError(f"--report needs --out RUN_DIR/ (a folder for labels.csv, details.csv and the report), not {args.out}")
+        out = Path(args.out)
+        _check_writable(out)
+        where = str(out)
     photos = list_photos(folder)
     if not photos:
         raise ClientError(f"no photos under {folder} (looked for .jpg, .png, .webp, .bmp, .tif, .gif)")
@@ -263,22 +359,38 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
     old: dict[str, dict[str, int]] = {}
     if out.exists() and not args.restart:
         try:
-            old = dict(read_labels(out, spec).pairs())
+            table = read_labels(out, spec)
         except (OSError, ValueError) as e:
             raise ClientError(f"cannot resume from {out}: {_error_text(e)}; --restart to overwrite it") from None
-    todo = [p for p in photos if names[p] not in old]
+        old = dict(table.pairs())
+        if table.problems:
+            print(f"warning: {len(table.problems)} unusable rows of {out} will be dropped (e.g. {table.problems[0]}); "
+                  "their photos are tagged again", file=sys.stderr)
+    done = set(old)
+    if as_dir:
+        run = _RunFolder(run_dir, folder, spec, args.restart)
+        done &= set(run.details)  # in labels.csv but not details.csv (or the reverse): tagged again
+    todo = [p for p in photos if names[p] not in done]
     if len(todo) < len(photos):
         skipped = len(photos) - len(todo)
-        print(f"{skipped} photos already tagged in {out}, skipping them; --restart to tag everything again")
+        print(f"{skipped} photos already tagged in {where}, skipping them; --restart to tag everything again")
     if not todo:
-        print(f"nothing to tag: all {len(photos)} photos under {folder} are in {out}")
-        return 0
+        print(f"nothing to tag: all {len(photos)} photos under {folder} are in {where}")
+        return _report_after(args, run, spec)
 
-    def tag(path: Path) -> dict[str, int]:
-        answer = client.predict(path.read_bytes(), args.model, args.version)
-        return spec.answer_codes(answer)
+    read_exif = None
+    if as_dir:
+        from lizaalert_tagger.exif import read_exif
+        from lizaalert_tagger.report import PhotoRecord
 
-    results: dict[Path, dict[str, int]] = {}
+    def tag(path: Path):
+        data = path.read_bytes()
+        answer = client.predict(data, args.model, args.version)
+        if read_exif is None:
+            return spec.answer_codes(answer)
+        return PhotoRecord.from_answer(names[path], answer, spec, read_exif(data))
+
+    results: dict[Path, Any] = {}  # codes, or with --out RUN_DIR/ a PhotoRecord
     failures: dict[Path, str] = {}
     fatal: list[BaseException] = []  # the first error that is the same for every photo
     interrupted = False
@@ -307,8 +419,27 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
             failures[path] = f"{type(e).__name__}: {_error_text(e)}"
         del pending[future]
 
+    def save() -> int:
+        """Write every file of --out with the old rows and the ones done; returns the row count."""
+        rows = dict(old)
+        if run is None:
+            rows.update((names[p], codes) for p, codes in results.items())
+            _write_labels_atomically(out, sorted(rows.items()), spec)
+            return len(rows)
+        records = dict(run.details)
+        records.update((r.path, r) for r in results.values())
+        rows.update((name, r.codes) for name, r in records.items())
+        attempted = {names[p] for p in (*results, *failures)}
+        current = set(names.values())
+        failed = {name: reason for name, reason in run.old_failed.items()
+                  if name in current and name not in attempted and name not in records}
+        failed.update((names[p], reason) for p, reason in failures.items())
+        run.save(rows, records, failed)
+        return len(records)
+
     pool = _DaemonExecutor(args.concurrency)
     bar = tqdm(total=len(todo), desc="tag", unit="photo", disable=args.quiet, dynamic_ncols=True)
+    checkpoint = time.monotonic() + CHECKPOINT_S
     try:
         try:
             while not (interrupted or fatal):
@@ -317,12 +448,15 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
                 if not pending:
                     break
                 # a timeout, so that the main thread sees Ctrl-C even when the signal went to a worker thread
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
+                done_now, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done_now:
                     collect(future)
                     bar.update(1)
                 if failures:
                     bar.set_postfix(failed=len(failures), refresh=False)
+                if time.monotonic() >= checkpoint:
+                    save()
+                    checkpoint = time.monotonic() + CHECKPOINT_S
         except KeyboardInterrupt:
             interrupted = True
         if pending:  # stopped early: drop what is queued, give the requests in flight a moment
@@ -339,28 +473,79 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
         bar.close()
         pool.shutdown(wait=False)
 
-    rows = dict(old)
-    rows.update((names[p], codes) for p, codes in results.items())
-    _write_labels_atomically(out, sorted(rows.items()), spec)
+    total_rows = save()
 
     seconds = time.monotonic() - started
     rate = f"{len(results) / seconds:.1f} photos/s" if seconds > 0 else "-"
     for path in sorted(failures)[:MAX_FAILURES_SHOWN]:
         print(f"tagctl: {names[path]}: {_one_line(failures[path])}", file=sys.stderr)
     if len(failures) > MAX_FAILURES_SHOWN:
-        print(f"tagctl: ... and {len(failures) - MAX_FAILURES_SHOWN} more photos failed", file=sys.stderr)
-    progress = f"tagged {len(results)} of {len(todo)} photos in {seconds:.1f} s ({rate}) -> {out} ({len(rows)} rows)"
+        more = f" (all in {run.failed_path})" if run is not None else ""
+        print(f"tagctl: ... and {len(failures) - MAX_FAILURES_SHOWN} more photos failed{more}", file=sys.stderr)
+    if run is not None:
+        _warn_exif(results.values(), run)
+    progress = f"tagged {len(results)} of {len(todo)} photos in {seconds:.1f} s ({rate}) -> {where} ({total_rows} rows)"
     again = "run the same command without --restart" if args.restart else "run the same command again"
     if interrupted or fatal:
         left = len(todo) - len(results)
         reason = "interrupted" if interrupted else _error_text(fatal[0]).rstrip(".")
-        print(f"tagctl: {reason}; {progress}; {again} to tag the other {left} (photos already in {out} are skipped)",
+        print(f"tagctl: {reason}; {progress}; {again} to tag the other {left} (photos already in {where} are skipped)",
               file=sys.stderr)
         return 130 if interrupted else 1
     print(progress)
+    code = 0
     if failures:
-        print(f"{len(failures)} photos failed; {again} to retry them")
-        return 1
+        listed = f", listed in {run.failed_path}" if run is not None else ""
+        print(f"{len(failures)} photos failed{listed}; {again} to retry them")
+        code = 1
+    return _report_after(args, run, spec) or code
+
+
+def _warn_exif(records, run: _RunFolder) -> None:
+    """One stderr line for the photos whose EXIF had unusable fields (details.csv has every warning)."""
+    warned = sorted((r.path, r.exif.warnings[0]) for r in records if r.exif.warnings)
+    if warned:
+        path, first = warned[0]
+        print(f"warning: {len(warned)} photos have unusable EXIF fields (e.g. {path}: {_one_line(first)}); "
+              f"see the exif_warnings column of {run.details_path}", file=sys.stderr)
+
+
+def _report_after(args: argparse.Namespace, run: _RunFolder | None, spec) -> int:
+    if run is None or not getattr(args, "report", False):
+        return 0
+    from lizaalert_tagger.report import build_report
+
+    summary = build_report(run.dir, spec, run.folder, args.thumb_size, args.preview_size, progress=not args.quiet)
+    _print_report(summary)
+    return 0
+
+
+def _print_report(summary) -> None:
+    print(f"report: {summary.index} ({summary.photos} photos, {summary.thumbnails_made} new thumbnails)")
+    if summary.thumbnails_failed:
+        name, reason = sorted(summary.thumbnails_failed.items())[0]
+        print(f"warning: {len(summary.thumbnails_failed)} photos have no thumbnail (e.g. {name}: {_one_line(reason)})",
+              file=sys.stderr)
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace, client: TaggerClient) -> int:
+    """RUN_DIR/report/index.html from RUN_DIR's details.csv: works offline, no server needed."""
+    import warnings
+
+    from lizaalert_tagger.report import build_report
+    from lizaalert_tagger.spec import load_spec
+
+    spec = load_spec(args.spec)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ClientError(f"{run_dir} is not a folder" if run_dir.exists() else f"folder {run_dir} does not exist")
+    _check_folder_writable(run_dir, f"the report into {run_dir}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        summary = build_report(run_dir, spec, args.photos, args.thumb_size, args.preview_size, args.jobs,
+                               progress=not args.quiet)
+    _print_report(summary)
     return 0
 
 
@@ -456,6 +641,14 @@ def check_url(value: str | None, flag: str, env: str) -> None:
         raise ClientError(f"{source} {value!r} is not a URL: expected http://host:port")
 
 
+def _report_options(p: argparse.ArgumentParser) -> None:
+    from lizaalert_tagger.report import PREVIEW_SIZE, THUMB_SIZE
+
+    p.add_argument("--thumb-size", type=positive_int, default=THUMB_SIZE, help="report: thumbnails' long side, px")
+    p.add_argument("--preview-size", type=non_negative_int, default=PREVIEW_SIZE,
+                   help="report: long side of the photo shown on click, px (0: the thumbnail, a smaller report)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tagctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inference-url", help="inference API base URL")
@@ -478,17 +671,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lizaalert_tagger.spec import DEFAULT_SPEC_PATH
 
-    p = sub.add_parser("tag-folder", help="tag every photo of a folder; write the seed's CSV", formatter_class=fmt)
-    p.add_argument("folder", type=Path)
-    p.add_argument("--out", type=Path, required=True,
-                   help="CSV to write (seed's format: ';', Russian header, codes); "
-                        "if it exists, the photos in it are skipped")
+    p = sub.add_parser("tag-folder", help="tag every photo of a folder; write the seed's CSV or a run folder",
+                       formatter_class=fmt)
+    p.add_argument("folder", type=Path, help="photos, sub-folders included")
+    p.add_argument("--out", required=True, metavar="CSV|RUN_DIR/",
+                   help="a CSV to write (seed's format: ';', Russian header, codes), or a folder (ends with / or "
+                        "exists) for labels.csv (the same CSV), details.csv (scores, tags, EXIF time and GPS), "
+                        "photos.geojson and failed.csv; the photos already in it are skipped")
     p.add_argument("--restart", action="store_true", help="tag every photo again and replace --out")
     p.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight")
     p.add_argument("--model", default=MODEL_NAME, help="model name")
     p.add_argument("--version", help="model version (default: the server's default version)")
     p.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="attribute spec (for the CSV columns)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true",
+                   help="then write RUN_DIR/report/index.html (as `tagctl report RUN_DIR`; needs --out RUN_DIR/)")
+    _report_options(p)
+
+    p = sub.add_parser("report", help="an offline HTML report of a run folder (no server needed)", formatter_class=fmt)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --out folder of tag-folder")
+    p.add_argument("--photos", type=Path,
+                   help="the photo folder (default: the one tag-folder wrote into RUN_DIR/run.json)")
+    p.add_argument("--jobs", type=positive_int, help="threads making thumbnails (default: the CPU count, at most 8)")
+    p.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="attribute spec (labels)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _report_options(p)
 
     p = sub.add_parser("score", help="score a predicted CSV against a truth CSV", formatter_class=fmt)
     p.add_argument("predicted", type=Path)
@@ -540,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every error is one ``tagctl: ...`` line on stderr and a non-zero exit code."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command != "score":  # the only command that does not talk to the server
+        if args.command not in ("score", "report"):  # the commands that do not talk to the server
             check_url(args.inference_url, "--inference-url", ENV_INFERENCE_URL)
             check_url(args.management_url, "--management-url", ENV_MANAGEMENT_URL)
         client = TaggerClient(args.inference_url, args.management_url, args.key_file, args.token, args.retries, args.timeout)
@@ -548,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tagctl: interrupted", file=sys.stderr)
         return 130
-    except (ClientError, SpecError, LabelsFormatError) as e:
+    except (ClientError, SpecError, LabelsFormatError, RunFilesError) as e:
         return _fail(str(e))
     except requests.RequestException as e:  # before OSError: requests' errors are OSErrors
         return _fail(f"request failed: {e}")

@@ -15,6 +15,7 @@ upscaled to the photo size (``render_photo``) and saved as JPEG.
 
     python scripts/make_scenes.py --out build/scenes --count 3000 --seed 0 --max-size 1024
     python scripts/make_scenes.py --contact-sheet docs/contact_sheet.png
+    lizaalert-scenes --out build/field --count 30 --max-size 1024 --exif-fraction 0.5   # photos for tagctl tag-folder
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--tag-boost", type=float, default=1.0,
                         help="multiply the binary tags' probabilities (training sets; capped at %s) (default: %%(default)s)" % MAX_BOOSTED_PROBABILITY)
+    parser.add_argument("--exif-fraction", type=float, default=0.0,
+                        help="share of photos that carry EXIF capture time and GPS, as phones and DJI drones "
+                             "write them (0 to 1; deterministic per image) (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.out is None and args.contact_sheet is None:
         parser.error("give --out DIR (the data set), --contact-sheet PNG, or both")
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"expected 16 <= --min-size <= --max-size, got {min_size} and {args.max_size}")
     if args.count < 0 or args.jobs < 1:
         parser.error(f"expected --count >= 0 and --jobs >= 1, got {args.count} and {args.jobs}")
+    if not 0.0 <= args.exif_fraction <= 1.0:
+        parser.error(f"expected 0 <= --exif-fraction <= 1, got {args.exif_fraction}")
     spec = load_spec(args.spec) if args.spec else load_spec()
     check_spec(spec)
 
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         rows = make_dataset(
             args.out, args.count, args.seed, min_size, args.max_size, args.jobs, spec, progress=not args.quiet,
-            tag_boost=args.tag_boost,
+            tag_boost=args.tag_boost, exif_fraction=args.exif_fraction,
         )
         elapsed = time.monotonic() - start
         print(

@@ -1,5 +1,6 @@
 """The data set: ``images/*.jpg``, ``labels.csv`` (the seed's CSV format) and ``boxes.json``
-(where each tagged object was drawn), in one or several processes; the frequency table."""
+(where each tagged object was drawn), in one or several processes; the frequency table.
+With ``exif_fraction`` > 0, that share of the photos carry EXIF time and GPS (``scenes.exif``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lizaalert_tagger.labels_csv import write_labels
+from lizaalert_tagger.scenes.exif import with_exif
 from lizaalert_tagger.scenes.plan import tag_boxes
 from lizaalert_tagger.scenes.render import generate
 from lizaalert_tagger.spec import AttributeSpec
@@ -21,9 +23,11 @@ def image_name(index: int) -> str:
 BOXES_FILENAME = "boxes.json"
 
 
-def _write_one(job: tuple[Path, int, int, int, int, float]) -> tuple[int, dict[str, int], list[list]]:
-    images_dir, seed, index, min_size, max_size, tag_boost = job
+def _write_one(job: tuple[Path, int, int, int, int, float, float]) -> tuple[int, dict[str, int], list[list]]:
+    images_dir, seed, index, min_size, max_size, tag_boost, exif_fraction = job
     data, plan = generate(seed, index, min_size, max_size, tag_boost)
+    if exif_fraction > 0:
+        data = with_exif(data, seed, index, plan.labels, exif_fraction)
     (images_dir / image_name(index)).write_bytes(data)
     return index, plan.labels, tag_boxes(plan)
 
@@ -38,14 +42,18 @@ def make_dataset(
     spec: AttributeSpec,
     progress: bool = True,
     tag_boost: float = 1.0,
+    exif_fraction: float = 0.0,
 ) -> list[tuple[str, dict[str, int]]]:
     """Write ``out/images/*.jpg``, ``out/labels.csv`` and ``out/boxes.json`` (where each tagged
-    object was drawn, see :func:`tag_boxes`); returns the rows written."""
+    object was drawn, see :func:`tag_boxes`); returns the rows written.
+
+    ``exif_fraction``: the share of photos given EXIF capture time and GPS (0: none, and the
+    files are byte for byte what they were before the option existed)."""
     from tqdm import tqdm
 
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    work = [(images_dir, seed, i, min_size, max_size, tag_boost) for i in range(count)]
+    work = [(images_dir, seed, i, min_size, max_size, tag_boost, exif_fraction) for i in range(count)]
     labels: dict[int, dict[str, int]] = {}
     boxes: dict[int, list[list]] = {}
     bar = tqdm(total=count, unit="img", desc="scenes", disable=not progress, mininterval=1.0)
