@@ -31,9 +31,10 @@ venv: $(STAMP)
 check-java:
 	@command -v java >/dev/null || { echo "Java 17 is needed by TorchServe's frontend: install a JDK/JRE 17 (e.g. apt-get install openjdk-17-jre-headless)"; exit 1; }
 
-# Debian packages the integration tests use: a real Prometheus (+ promtool) and the load generator hey.
+# Debian packages the integration tests use: a real Prometheus (+ promtool), the load generator hey,
+# nginx + envsubst (the pod's token proxy) and Chromium (the field report in a real browser).
 system-tools:
-	bash scripts/install_system_tools.sh prometheus hey nginx gettext-base
+	bash scripts/install_system_tools.sh prometheus hey nginx gettext-base chromium
 
 # The archive of the shipped default weights (models/default/): seconds, no training.
 model: venv

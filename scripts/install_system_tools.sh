@@ -4,6 +4,7 @@
 #   scripts/install_system_tools.sh                # default: prometheus (prometheus + promtool)
 #   scripts/install_system_tools.sh prometheus jq  # any Debian packages
 #   scripts/install_system_tools.sh nginx gettext-base   # nginx + envsubst (tests/deploy/test_nginx.py)
+#   scripts/install_system_tools.sh chromium   # headless browser (tests/test_report.py)
 #
 # A package counts as present when every program it is known for is on the PATH
 # (see binaries_of; an unknown package is checked by a program of its own name).

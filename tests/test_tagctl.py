@@ -288,7 +288,7 @@ def _bad_spec(tmp_path: Path, name: str, text: str) -> Path:
         ("spec-not-json", "is not valid JSON"),
         ("spec-invalid", "the spec has no attributes"),
         ("out-folder-missing", "does not exist"),
-        ("out-is-a-folder", "is a folder"),
+        ("out-folder-is-a-file", "is a file, not a folder"),  # --out DIR/ is a run folder (test_field.py)
         ("folder-missing", "does not exist"),
         ("existing-out-not-a-labels-csv", "--restart to overwrite it"),
         ("predict-missing-photo", "cannot read: No such file or directory"),
@@ -315,7 +315,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(case, expected, fake, spec, tmp
         "spec-invalid": ["--inference-url", fake.url, "tag-folder", str(folder), "--out", out,
                          "--spec", str(_bad_spec(tmp_path, "empty.json", '{"attributes": []}'))],
         "out-folder-missing": ["--inference-url", fake.url, "tag-folder", str(folder), "--out", str(tmp_path / "no" / "out.csv")],
-        "out-is-a-folder": ["--inference-url", fake.url, "tag-folder", str(folder), "--out", str(tmp_path)],
+        "out-folder-is-a-file": ["--inference-url", fake.url, "tag-folder", str(folder), "--out", f"{folder / 'p001.jpg'}/"],
         "folder-missing": ["--inference-url", fake.url, "tag-folder", str(tmp_path / "nothing"), "--out", out],
         "existing-out-not-a-labels-csv": ["--inference-url", fake.url, "tag-folder", str(folder), "--out", out],
         "predict-missing-photo": ["--inference-url", fake.url, "predict", str(tmp_path / "missing.jpg")],

@@ -750,7 +750,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in ("score", "report"):  # the commands that do not talk to the server
             check_url(args.inference_url, "--inference-url", ENV_INFERENCE_URL)
             check_url(args.management_url, "--management-url", ENV_MANAGEMENT_URL)
-        client = TaggerClient(args.inference_url, args.management_url, args.key_file, args.token, args.retries, args.timeout)
+        # one pooled connection per request in flight: tag-folder's --concurrency may exceed the default 32
+        client = TaggerClient(args.inference_url, args.management_url, args.key_file, args.token, args.retries, args.timeout,
+                              pool_size=max(32, getattr(args, "concurrency", 0)))
         return COMMANDS[args.command](args, client)
     except KeyboardInterrupt:
         print("tagctl: interrupted", file=sys.stderr)
