@@ -10,6 +10,12 @@ as base64 in JSON (``{"data": "<base64>"}``). A request whose photo cannot be
 used gets its own 4xx with ``{"code", "type", "message"}``; the other requests
 of the batch are answered normally.
 
+``POST /explanations/<model>`` (TorchServe marks such a request with the header
+``explain: True``; a batch may mix them with predictions, so each request is
+looked at) answers the prediction plus a Grad-CAM map per attribute
+(``lizaalert_tagger.explain``), computed with the archive's fp32 weights, loaded
+on the first explanation when predictions are served by int8.
+
 Settings come from the archive's ``model-config.yaml`` under ``handler:``
 (see ``lizaalert_tagger.service.HandlerSettings``), so an operator can change precision or threads
 without rebuilding code.
@@ -29,11 +35,24 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
 from lizaalert_tagger.decode import decode_logits
+from lizaalert_tagger.explain import (
+    DEFAULT_LAYER,
+    ExplainOptions,
+    GradCAM,
+    explain_options,
+    explaining_model,
+    explanation_info,
+    explanation_json,
+    overlay_png_base64,
+)
+from lizaalert_tagger.preprocess import ImageError
 from lizaalert_tagger.service import (
+    WEIGHTS_FILENAME,
     HandlerSettings,
     PreparedBatch,
     RequestFailure,
     available_cores,
+    extract_photos,
     load_model,
     prepare_batch,
     run_inference,
@@ -41,10 +60,6 @@ from lizaalert_tagger.service import (
 from lizaalert_tagger.spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
-
-# Until explanations are built, POST /explanations/... gets this per request (never the whole batch).
-EXPLAIN_UNAVAILABLE = RequestFailure(
-    501, "not_implemented", "Explanations are not available for this model version; use POST /predictions/<model>.")
 
 class LizaAlertHandler(BaseHandler):
     """Tags photos with the 11 attributes of the spec shipped in the archive."""
@@ -65,7 +80,11 @@ class LizaAlertHandler(BaseHandler):
         self.map_location = self.device.type
         self.manifest = context.manifest
         self.spec = load_spec(model_dir / SPEC_FILENAME)
+        self.model_dir = model_dir
         self.model = load_model(model_dir, self.spec, self.settings).to(self.device)
+        self._explainer: GradCAM | None = None  # built on the first explanation (see explainer)
+        self._explain: dict[int, ExplainOptions] = {}  # this batch's explain requests
+        self._requests: list[dict[str, Any]] = []
         self.model.eval()
         manifest_model = (self.manifest or {}).get("model", {})
         self.model_info = {
@@ -105,13 +124,26 @@ class LizaAlertHandler(BaseHandler):
     def _run_model(self, images: torch.Tensor) -> torch.Tensor:
         return run_inference(self.model, images, bf16=self.settings.bf16, channels_last=self.settings.channels_last)
 
+    @property
+    def explainer(self) -> GradCAM:
+        """Grad-CAM over the fp32 network: the served one (fp32, bf16), or the archive's fp32 weights
+        loaded on the first explanation (int8 is TorchScript without autograd; about 85 MB more RSS)."""
+        if self._explainer is None:
+            start = time.perf_counter()
+            model = explaining_model(self.model, self.model_dir, self.spec, WEIGHTS_FILENAME).to(self.device)
+            self._explainer = GradCAM(model, DEFAULT_LAYER)
+            logger.info("explanations ready (Grad-CAM at %s, fp32 model %s) in %.0f ms", DEFAULT_LAYER,
+                        "shared" if model is self.model else "loaded", (time.perf_counter() - start) * 1000)
+        return self._explainer
+
     # TorchServe calls handle() once per batch. Everything that can go wrong is
     # answered per request here: an exception escaping handle() would make the
     # frontend answer 503 to the whole batch, and clients retry 503 as back-pressure.
     def handle(self, data: list[dict[str, Any]], context) -> list[str]:
         start = time.time()
         self.context = context
-        refused = {i: EXPLAIN_UNAVAILABLE for i in range(len(data)) if self._header(i, "explain") == "True"}
+        self._requests = data
+        self._explain, refused = self._explain_requests(data)
         batch = self.preprocess(data, refused)
         step = "inference"
         try:
@@ -132,6 +164,20 @@ class LizaAlertHandler(BaseHandler):
         except (AttributeError, IndexError, KeyError):
             return None
 
+    def _explain_requests(self, data: list[dict[str, Any]]) -> tuple[dict[int, ExplainOptions], dict[int, ImageError]]:
+        """The batch's explain requests (TorchServe sets the header per request) and their options;
+        malformed options are that request's 400, before any decoding."""
+        options: dict[int, ExplainOptions] = {}
+        refused: dict[int, ImageError] = {}
+        for idx, request in enumerate(data):
+            if self._header(idx, "explain") != "True":
+                continue
+            try:
+                options[idx] = explain_options(request, self.spec)
+            except ImageError as e:
+                refused[idx] = e
+        return options, refused
+
     def preprocess(self, data: list[dict[str, Any]], refused: dict[int, Any] | None = None) -> PreparedBatch:
         batch = prepare_batch(data, self.spec.preprocessing, self.settings, skip=refused)
         self._report_input_metrics(batch)
@@ -148,7 +194,49 @@ class LizaAlertHandler(BaseHandler):
             decoded = decode_logits(logits, self.spec, self.model_info)
             answered = [a for owner, a in zip(batch.owners, decoded) if owner not in batch.errors]
             self._report_tag_metrics(answered)
+            self._add_explanations(batch, decoded)
         return self._serialise(batch, batch.answers(decoded))
+
+    def _add_explanations(self, batch: PreparedBatch, decoded: list[dict[str, Any]]) -> None:
+        """Grad-CAM maps (and overlays when asked) into the answers of the explain requests.
+
+        The served answer stays as it is (int8 or not: the same as /predictions); the maps explain
+        its values, or the ones the request names in ``target``. A failure here is a 500 for the
+        explain requests only; the predictions of the batch are answered.
+        """
+        rows = [r for r, owner in enumerate(batch.owners) if owner in self._explain and owner not in batch.errors]
+        if not rows:
+            return
+        start = time.perf_counter()
+        owners = sorted({batch.owners[r] for r in rows})
+        try:
+            targets = [{**self.spec.answer_codes(decoded[r]), **self._explain[batch.owners[r]].target} for r in rows]
+            explanation = self.explainer.explain(batch.tensor[rows].to(self.device), targets)
+        except Exception as e:  # noqa: BLE001 - the explain requests' 500; predictions go on
+            logger.exception("explain failed for %d photos", len(rows))
+            batch.fail(owners, RequestFailure.internal("explain", e))
+            self._metric("lizaalert_explanations", len(rows), "count", MetricTypes.COUNTER, outcome="failed")
+            return
+        info = explanation_info(explanation.layer)
+        failed: set[int] = set()
+        for i, r in enumerate(rows):
+            owner = batch.owners[r]
+            options = self._explain[owner]
+            try:
+                decoded[r]["explained_with"] = info
+                decoded[r]["explanations"] = explanation_json(explanation, i, self.spec, options.target)
+                if options.overlay:
+                    photos, _ = extract_photos(self._requests[owner])
+                    decoded[r]["overlay"] = overlay_png_base64(photos[batch.owners[:r].count(owner)], decoded[r])
+            except Exception as e:  # noqa: BLE001 - this request's 500 only
+                logger.exception("explanation of request %d failed", owner)
+                batch.fail([owner], RequestFailure.internal("explain", e))
+                failed.add(owner)
+        failed_rows = sum(batch.owners[r] in failed for r in rows)
+        for outcome, count in (("ok", len(rows) - failed_rows), ("failed", failed_rows)):
+            if count:
+                self._metric("lizaalert_explanations", count, "count", MetricTypes.COUNTER, outcome=outcome)
+        self._metric("lizaalert_explain_ms", round((time.perf_counter() - start) * 1000, 2), "ms", MetricTypes.COUNTER)
 
     def _serialise(self, batch: PreparedBatch, answers: list[Any]) -> list[str]:
         if self.context is not None:

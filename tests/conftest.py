@@ -108,6 +108,70 @@ def handler(model_dir):
     return h
 
 
+# --- a fake HTTP server for client tests -------------------------------------------
+
+
+class LoopbackServer:
+    """A tiny threaded HTTP server on 127.0.0.1 for client tests.
+
+    ``route(method, path, query, body)`` returns ``(status, body bytes)``; every request is
+    recorded in ``requests`` as ``(method, path, query, body)``; ``after(method, path, query, body)``
+    runs once the answer is written. JSON content type always.
+    """
+
+    def __init__(self, route, after=None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        self.requests: list[tuple[str, str, dict, bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                url = urlsplit(self.path)
+                request = (self.command, url.path, parse_qs(url.query), body)
+                with outer.lock:
+                    outer.requests.append(request)
+                status, answer = route(*request)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                if after is not None:
+                    after(*request)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def loopback_server():
+    """A factory of :class:`LoopbackServer`; all are closed after the test."""
+    servers = []
+
+    def start(route, after=None) -> LoopbackServer:
+        servers.append(LoopbackServer(route, after))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
 # --- integration: a real TorchServe on loopback ---------------------------------
 
 

@@ -1,37 +1,23 @@
 """The HTTP client against a tiny local server: which answers it retries, and one-line errors."""
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 
 @pytest.fixture()
-def answering():
-    """A loopback server answering every POST with the status queued in ``statuses`` (then 200); counts requests."""
+def answering(loopback_server):
+    """A loopback server answering every request with the status queued in ``statuses`` (then 200); counts requests."""
     state = {"statuses": [], "count": 0}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state["count"] += 1
-            status = state["statuses"].pop(0) if state["statuses"] else 200
-            body = json.dumps({"code": status, "type": "x", "message": f"status {status}"} if status != 200
-                              else {"attributes": {}, "tags": []}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def route(method, path, query, body):
+        state["count"] += 1
+        status = state["statuses"].pop(0) if state["statuses"] else 200
+        answer = {"code": status, "type": "x", "message": f"status {status}"} if status != 200 else {"attributes": {}, "tags": []}
+        return status, json.dumps(answer).encode()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
+    state["url"] = loopback_server(route).url
+    return state
 
 
 def client_for(state):
@@ -66,20 +52,19 @@ def test_back_pressure_and_a_dead_worker_are_retried(answering, status):
     assert answering["count"] == 3
 
 
-def test_a_request_that_times_out_says_so(answering):
+def test_a_request_that_times_out_says_so(loopback_server):
     """A server that holds the request longer than --timeout: "timed out", not "cannot reach"."""
     import time
 
     from lizaalert_tagger.client import ClientError, TaggerClient
 
-    answering["statuses"] = []
     release = threading.Event()
-    slow = ThreadingHTTPServer(("127.0.0.1", 0), type("Slow", (BaseHTTPRequestHandler,), {
-        "do_POST": lambda self: release.wait(10),
-        "log_message": lambda self, *a: None,
-    }))
-    threading.Thread(target=slow.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{slow.server_address[1]}"
+
+    def hold(method, path, query, body):
+        release.wait(10)
+        return 200, b"{}"
+
+    url = loopback_server(hold).url
     try:
         start = time.monotonic()
         with pytest.raises(ClientError, match="timed out after 1 s"):
@@ -87,4 +72,3 @@ def test_a_request_that_times_out_says_so(answering):
         assert time.monotonic() - start < 5
     finally:
         release.set()
-        slow.shutdown()

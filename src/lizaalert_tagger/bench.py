@@ -137,6 +137,62 @@ def inprocess_limit(model_dir: Path, photo: bytes, config: dict, batches: int) -
             "workers": workers, "threads": threads, "batch": batch}
 
 
+# --- explanation cost ---------------------------------------------------------------------
+
+
+def _explain_worker(args: tuple) -> tuple[float, float]:
+    """One process, the handler's thread count: the same photo predicted and explained, batch 1,
+    interleaved; the medians in ms (decode + preprocess + served model + answer JSON, and the
+    same plus Grad-CAM on the fp32 model and the maps' JSON, as the handler answers them)."""
+    model_dir, photo, count, threads, settings = args
+    import torch
+
+    from lizaalert_tagger.decode import decode_logits
+    from lizaalert_tagger.explain import DEFAULT_LAYER, GradCAM, explaining_model, explanation_json
+    from lizaalert_tagger.preprocess import decode_image, image_to_tensor
+    from lizaalert_tagger.service import WEIGHTS_FILENAME, HandlerSettings, load_model, run_inference
+    from lizaalert_tagger.spec import load_spec
+
+    torch.set_num_threads(threads)
+    settings = HandlerSettings.from_yaml(settings)
+    spec = load_spec(Path(model_dir) / "attributes.json")
+    model = load_model(model_dir, spec, settings)
+    explainer = GradCAM(explaining_model(model, model_dir, spec, WEIGHTS_FILENAME), DEFAULT_LAYER)
+    height, width = spec.preprocessing.size
+
+    def predict(explain: bool) -> float:
+        start = time.perf_counter()
+        decoded = decode_image(photo, target_size=(width, height), draft=settings.jpeg_draft)
+        image = image_to_tensor(decoded.image, spec.preprocessing)[None]
+        logits = run_inference(model, image, bf16=settings.bf16, channels_last=settings.channels_last)
+        answer = decode_logits(logits, spec)[0]
+        if explain:
+            explanation = explainer.explain(image, [spec.answer_codes(answer)])
+            answer["explanations"] = explanation_json(explanation, 0, spec)
+        json.dumps(answer)
+        return (time.perf_counter() - start) * 1000
+
+    for _ in range(3):  # warm-up, as the handler does it (and its first explanation)
+        predict(False), predict(True)
+    predicted, explained = [], []
+    for _ in range(count):
+        predicted.append(predict(False))
+        explained.append(predict(True))
+    return sorted(predicted)[len(predicted) // 2], sorted(explained)[len(explained) // 2]
+
+
+def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int) -> dict:
+    """Predict vs explain of the same photo in-process (batch 1, median of ``count``), with the
+    archive's settings and the handler's thread count."""
+    settings = config.get("handler", {})
+    workers = int(config.get("maxWorkers", 1))
+    threads = settings.get("torch_threads") or max(1, len(os.sched_getaffinity(0)) // workers)
+    with get_context("spawn").Pool(1) as pool:
+        predict_ms, explain_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
+    return {"predict_ms": predict_ms, "explain_ms": explain_ms, "ratio": explain_ms / predict_ms, "count": count,
+            "threads": threads}
+
+
 # --- seed-style baseline ------------------------------------------------------------------
 
 
@@ -257,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             limit = inprocess_limit(model_dir, photo, config, batches=2 if args.quick else 32)
             rows.append((size_name, "in-process limit", "-", limit["rps"], limit["single_ms"], None, None, 0))
             summary[size_name] = {"inprocess": limit}
+            cost = explain_cost(model_dir, photo, config, count=3 if args.quick else 15)
+            rows.append((size_name, "in-process explain", 1, 1000 / cost["explain_ms"], cost["explain_ms"], None, None, 0))
+            summary[size_name]["explain"] = cost
             for c in concurrencies:
                 served = hey_load(f"{ts.inference_url}/predictions/lizaalert_tagger", photo_path, served_count(c), c, client.keys.inference)
                 rows.append((size_name, "served (TorchServe)", c, served["rps"], served.get("p50"), served.get("p95"), served.get("p99"), served["errors"]))
@@ -289,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
               + (f"idle latency / (decode + batch-1 model, idle process) = {s['served_c1']['p50'] / s['inprocess']['single_ms']:.2f} "
                  f"(<= 1.25; {s['served_c1']['p50']:.0f} / {s['inprocess']['single_ms']:.0f} ms; "
                  f"back-to-back in-process {s['inprocess']['hot_single_ms']:.0f} ms)" if "served_c1" in s else ""))
+    for size_name in SIZES:
+        if size_name in summary and "explain" in summary[size_name]:
+            cost = summary[size_name]["explain"]
+            print(f"  {size_name}: explain/predict, same photo, batch 1, in-process, median of {cost['count']} = "
+                  f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
+                  f"{cost['threads']} threads)")
     print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s); worker RSS: "
           + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values()) + " (<= 1200 MB)")
     (work / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -244,6 +244,24 @@ class TaggerClient:
         r = self.request("inference", "POST", path, data=photo, headers={"Content-Type": "application/octet-stream"})
         return self._json_or_raise(r, f"predict on {model}" + (f" version {version}" if version else ""))
 
+    def explain(self, photo: bytes, model: str = MODEL_NAME, version: str | None = None,
+                target: dict[str, int | str] | None = None, overlay: bool = False) -> dict[str, Any]:
+        """The prediction plus a Grad-CAM map per attribute (``POST /explanations/<model>``).
+
+        ``target``: values to explain instead of the predicted ones (``{"car": 1}``); ``overlay``:
+        the server also returns the photo with the maps drawn over it (base64 PNG in ``"overlay"``).
+        The photo travels as the raw body, the options as query parameters.
+        """
+        path = f"/explanations/{model}" + (f"/{version}" if version else "")
+        params: dict[str, str] = {}
+        if target:
+            params["target"] = ",".join(f"{key}:{value}" for key, value in target.items())
+        if overlay:
+            params["overlay"] = "true"
+        r = self.request("inference", "POST", path, data=photo, params=params or None,
+                         headers={"Content-Type": "application/octet-stream"})
+        return self._json_or_raise(r, f"explain on {model}" + (f" version {version}" if version else ""))
+
     def ping(self) -> dict[str, Any]:
         return self._json_or_raise(self.request("inference", "GET", "/ping"), "ping")
 

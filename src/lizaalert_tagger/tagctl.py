@@ -111,6 +111,63 @@ def cmd_predict(args: argparse.Namespace, client: TaggerClient) -> int:
     return 1 if failed else 0
 
 
+def _parse_target(text: str | None) -> dict[str, str]:
+    """``car:1,season:winter`` -> ``{"car": "1", "season": "winter"}`` (the server checks keys and values)."""
+    target: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition(":")
+        if not sep or not key.strip() or not value.strip():
+            raise ClientError(f"--target {text!r}: expected attribute:value pairs, e.g. car:1,season:winter")
+        target[key.strip()] = value.strip()
+    return target
+
+
+@command("explain")
+def cmd_explain(args: argparse.Namespace, client: TaggerClient) -> int:
+    """Where the model looked: one PNG per photo in --out, the Grad-CAM maps of the tags it found
+    drawn over the photo, with a legend of every tag and its score (drawn here with Pillow from the
+    maps the server returns). One line per photo; a photo that fails is one stderr line, exit 1."""
+    from lizaalert_tagger.overlay import draw_overlay, open_photo
+
+    target = _parse_target(args.target)
+    out = Path(args.out)
+    _prepare_run_dir(out)
+    failed = 0
+    used: set[str] = set()
+    for photo in args.photos:
+        try:
+            data = Path(photo).read_bytes()
+        except OSError as e:
+            print(f"tagctl: {photo}: cannot read: {e.strerror}", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            answer = client.explain(data, args.model, args.version, target=target)
+        except ClientError as e:
+            if _is_fatal(e) or (e.status == 400 and isinstance(e.body, dict) and e.body.get("type") == "bad_target"):
+                raise  # the same for every photo
+            print(f"tagctl: {photo}: {_one_line(str(e))}", file=sys.stderr)
+            failed += 1
+            continue
+        name = f"{Path(photo).name}.png"
+        number = 1
+        while name in used:
+            number += 1
+            name = f"{Path(photo).name}-{number}.png"
+        used.add(name)
+        try:
+            image = draw_overlay(open_photo(data, args.size), answer)
+            image.save(out / name, "PNG")
+        except OSError as e:
+            raise ClientError(f"cannot write {out / name}: {_error_text(e)}") from None
+        except Exception as e:  # noqa: BLE001 - Pillow cannot draw this photo: that photo fails
+            print(f"tagctl: {photo}: cannot draw the overlay: {_error_text(e)}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{photo}: {format_answer(answer, args.lang)} -> {out / name}", flush=True)
+    return 1 if failed else 0
+
+
 @command("token")
 def cmd_token(args: argparse.Namespace, client: TaggerClient) -> int:
     """Print a working token (renewed if the server refuses the stored one)."""
@@ -668,6 +725,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version (default: the server's default version)")
     p.add_argument("--json", action="store_true", help='print JSON Lines: one {"file": PHOTO, ...full answer} per line')
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the tags")
+
+    p = sub.add_parser("explain", help="where the model looked: one overlay PNG per photo", formatter_class=fmt)
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the overlays (created if missing): DIR/<photo name>.png")
+    p.add_argument("--target", metavar="ATTR:VALUE,...",
+                   help="explain these values instead of the predicted ones, e.g. car:1 or season:winter")
+    p.add_argument("--size", type=positive_int, default=1024, help="long side of the overlay's photo, px")
+    p.add_argument("--model", default=MODEL_NAME, help="model name")
+    p.add_argument("--version", help="model version (default: the server's default version)")
+    p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the printed tags")
 
     from lizaalert_tagger.spec import DEFAULT_SPEC_PATH
 

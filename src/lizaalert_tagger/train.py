@@ -6,17 +6,28 @@
 - Reads the seed's CSV (both header spellings); rows whose file is missing or
   not an image are skipped and counted in one warning line.
 - Decodes every photo once with the serving preprocessing
-  (``tagger_preprocess``: the same decode, EXIF, RGB, squash resize) and caches
-  the 256x256 uint8 pixels, so training and serving cannot drift apart.
+  (``lizaalert_tagger.preprocess``: the same decode, EXIF, RGB, squash resize
+  with the spec's interpolation) and caches the 256x256 uint8 pixels, so
+  training and serving cannot drift apart (``tests/test_train.py`` checks it).
 - Loss: cross-entropy for categorical heads, BCE-with-logits with positive
-  weighting for the rare binary tags; AdamW with a one-cycle schedule, bf16
-  autocast on CPUs that support it, channels_last.
-- Resolution schedule: early epochs at a lower resolution (``--low-res``; the
-  network is fully convolutional with global pooling), the last
-  ``--final-epochs`` at the served 256x256.
-- Holds out a validation split, tunes each binary tag's threshold for F1 on
-  it, and writes into ``--out``: ``weights.pt`` (state dict),
-  ``attributes.json`` (the spec with those thresholds) and ``metrics.json``.
+  weighting for the rare binary tags; AdamW, channels_last; bf16 autocast only
+  on CUDA or CPUs with native bf16 (emulated bf16 is many times slower than fp32).
+- Phases, each with its own one-cycle learning rate (warm-up, cosine to ~0):
+  the earlier epochs at a lower cost (``--low-res-mode``: ``resize`` squashes
+  the photo to ``--low-res`` px; ``crop`` takes served-scale windows and
+  labels them from the objects' boxes; ``full`` is the served size), then the
+  last ``--final-epochs`` at the served 256x256 (``--final-images`` photos
+  each, peak ``--final-lr``). ``docs/training.md`` says which schedule won and why.
+- ``--ema-passes``: an exponential moving average of the weights, shipped if it
+  validates better; ``--snapshot-every``: weights for the learning curve;
+  ``--checkpoint-minutes`` + ``--resume``: an interrupted run continues exactly
+  where it stopped; ``--device auto`` trains on CUDA when present.
+- Thresholds: each binary tag's threshold is tuned for F1 on the validation
+  photos: a separate set (``--val-images``/``--val-labels``, e.g. scenes with
+  the real tag frequencies, as the default model's build does) or else a
+  held-out ``--val-fraction`` of the training photos. Writes into ``--out``:
+  ``weights.pt`` (state dict), ``attributes.json`` (the spec with those
+  thresholds) and ``metrics.json``.
 """
 from __future__ import annotations
 
