@@ -40,7 +40,7 @@ system-tools:
 model: venv
 	$(VENV)/bin/lizaalert-default-model
 
-# Retrain the shipped default weights from scratch (hours on 2 CPU cores; README "The default model").
+# Retrain the shipped default weights from scratch (about 3 minutes on an H200, about 9 hours on 2 CPU cores; README "The default model").
 train-default: venv
 	$(VENV)/bin/lizaalert-default-model --train
 

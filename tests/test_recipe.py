@@ -11,10 +11,12 @@ pytestmark = pytest.mark.integration
 DEFAULT_ARCHIVE = ROOT / "model_store" / "lizaalert_tagger.mar"
 HELD_OUT_SEED = 1001  # the default model trains on seed 0; this seed is never seen in training
 HELD_OUT_COUNT = 200
-# What the shipped default reaches through the server on held-out scenes (README, "The default model"):
-# 0.443 measured; the categorical attributes are >= 0.94, the binary objects are far from the 0.97
-# target (see README). The floor leaves room for run-to-run noise of a retrained model on 200 photos.
-SHIPPED_MIN_SCORE = 0.38
+# What the shipped default reaches through the server on these 200 held-out scenes: 0.917 measured
+# (README, "The default model"; 0.926 on 1000). The floor is that minus 0.02. Every object was far below
+# 0.5 before the real training run (sherp 0.19 ... hug 0.11); the object floor catches a model that
+# stops seeing them (dog handler, the weakest, measured 0.67 here and 0.56 on 1000 scenes).
+SHIPPED_MIN_SCORE = 0.897
+OBJECT_MIN_F1 = 0.5
 CATEGORICAL_MIN_F1 = 0.90
 
 
@@ -42,3 +44,5 @@ def test_generate_serve_tag_score(tmp_path):
     assert score["score"] >= SHIPPED_MIN_SCORE
     for key in ("time_of_day", "season", "terrain"):
         assert score["f1"][key] >= CATEGORICAL_MIN_F1, (key, score["f1"][key])
+    for key in ("sherp", "car", "aviation", "drone", "horses", "dog_handler", "diver", "hugs"):
+        assert score["f1"][key] >= OBJECT_MIN_F1, (key, score["f1"][key])

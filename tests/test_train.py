@@ -176,3 +176,20 @@ def test_training_pixels_are_the_served_pixels(tmp_path):
     a, _, _ = train.load_pixels([tmp_path / "p.jpg"], base, jobs=1)
     b, _, _ = train.load_pixels([tmp_path / "p.jpg"], nearest, jobs=1)
     assert not torch.equal(a, b)  # the interpolation really reaches the resize
+
+
+def test_fit_epochs_takes_the_most_that_fit():
+    """--fit-seconds: epochs chosen from measured per-phase step times, never over the budget."""
+    import argparse
+
+    from lizaalert_tagger.train import fit_epochs
+
+    args = argparse.Namespace(batch_size=10, epochs=99, final_epochs=0, final_images=0, final_lr=0.0, low_res_mode="full",
+                              low_res=128, crop_min=128, crop_max=192, lr=1e-3)
+    # 100 photos, 10 steps per epoch, 0.5 s per step: 5 s per epoch
+    assert fit_epochs(args, 23.0, 100, 256, lambda phase: 0.5) == 4
+    assert fit_epochs(args, 1.0, 100, 256, lambda phase: 0.5) == 1  # at least one epoch
+    # with a served-size final epoch that costs 4x as much per step as the 128 px ones
+    args.low_res_mode, args.final_epochs = "resize", 1
+    cost = lambda phase: 2.0 if phase.mode == "full" else 0.5  # noqa: E731
+    assert fit_epochs(args, 20.0 + 3 * 5.0, 100, 256, cost) == 4  # 1 final (20 s) + 3 at 128 px (15 s)

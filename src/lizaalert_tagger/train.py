@@ -184,11 +184,20 @@ def use_bf16() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def predict_logits(model: torch.nn.Module, pixels: torch.Tensor, spec: AttributeSpec, batch_size: int = 64, bf16: bool = False) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, pixels: torch.Tensor, spec: AttributeSpec, batch_size: int = 64,
+                   bf16: bool = False, size: int | None = None) -> torch.Tensor:
+    """Logits of cached pixels through the serving forward pass; ``size``: first squashed to that side
+    exactly as a ``resize`` training phase does (to see what a low-resolution phase has learned)."""
     model.eval()
     device = next(model.parameters()).device
-    outs = [run_inference(model, normalize(pixels[start:start + batch_size], spec.preprocessing).to(device), bf16=bf16).cpu()
-            for start in range(0, len(pixels), batch_size)]
+
+    def batch(start: int) -> torch.Tensor:
+        x = normalize(pixels[start:start + batch_size], spec.preprocessing).to(device)
+        if size and size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    outs = [run_inference(model, batch(start), bf16=bf16).cpu() for start in range(0, len(pixels), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, spec.num_logits)
 
 
@@ -310,7 +319,8 @@ class Trainer:
     ) -> None:
         if any(p.mode == "crop" for p in phases) and boxes is None:
             raise ValueError("crop phases need the objects' boxes (boxes.json from make_scenes.py); real photos: use --low-res-mode resize")
-        self.model, self.pixels, self.targets, self.spec = model, pixels, targets, spec
+        # on a GPU the whole uint8 cache (20,000 photos: 3.9 GB) lives on the device: batches are gathered there
+        self.model, self.pixels, self.targets, self.spec = model, (pixels.to(device) if device.type == "cuda" else pixels), targets, spec
         self.phases, self.batch_size, self.device, self.bf16, self.boxes = phases, batch_size, device, bf16, boxes
         self.loss_fn = TaggerLoss(spec, targets).to(device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=phases[0].lr if phases else 1e-3, weight_decay=weight_decay)
@@ -364,11 +374,11 @@ class Trainer:
 
     def _batch(self, phase: Phase) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         idx = self._next_indexes()
-        x = self.pixels[idx]
+        x = self.pixels[idx.to(self.pixels.device)]
         targets = {k: v[idx] for k, v in self.targets.items()}
         masks: dict[str, torch.Tensor] = {}
         flip = torch.rand(len(idx), generator=self.generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
         if phase.mode == "crop":
             height, width = x.shape[-2:]
             side = int(torch.randint(phase.crop[0], phase.crop[1] + 1, (1,), generator=self.generator))
@@ -389,11 +399,11 @@ class Trainer:
         to = lambda d: {k: v.to(self.device, non_blocking=True) for k, v in d.items()}  # noqa: E731
         return x, to(targets), to(masks)
 
-    def run(self, *, on_step=None, max_seconds: float = 0.0) -> bool:
+    def run(self, *, on_step=None, max_seconds: float = 0.0, progress: bool = True) -> bool:
         """Train until the last phase ends (True) or ``max_seconds`` pass (False)."""
         self.model.train()
         start = time.monotonic()
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="batch", mininterval=5.0, leave=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="batch", mininterval=5.0, leave=True, disable=not progress)
         while self.step < self.total_steps:
             phase, local = self.where()
             lr = phase_lr(phase, local)
@@ -484,6 +494,43 @@ def plan_phases(args: argparse.Namespace, train_count: int, full_size: int) -> l
     return phases
 
 
+def seconds_per_step(model: LizaAlertTagger, pixels: torch.Tensor, targets: dict[str, torch.Tensor], spec: AttributeSpec,
+                     phase: Phase, *, batch_size: int, device: torch.device, bf16: bool, boxes=None,
+                     warmup: int = 0, timed: int = 0) -> float:
+    """Measured seconds per training step of ``phase`` on this machine, on a throwaway copy of the model
+    (``warmup`` steps untimed, then ``timed`` steps; default: 10 + 30 on a GPU, 2 + 5 on a CPU)."""
+    import copy
+
+    warmup = warmup or (10 if device.type == "cuda" else 2)
+    timed = timed or (30 if device.type == "cuda" else 5)
+
+    probe = Phase(phase.name, phase.mode, warmup + timed, phase.lr, phase.size, phase.crop)
+    trainer = Trainer(copy.deepcopy(model), pixels, targets, spec, [probe], batch_size=batch_size, seed=12345,
+                      device=device, bf16=bf16, boxes=boxes)
+    marks = {}
+
+    def mark(t: Trainer) -> None:
+        if t.step in (warmup, warmup + timed):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            marks[t.step] = time.monotonic()
+
+    trainer.run(on_step=mark, progress=False)
+    return (marks[warmup + timed] - marks[warmup]) / timed
+
+
+def fit_epochs(args: argparse.Namespace, seconds: float, train_count: int, full_size: int, step_seconds) -> int:
+    """The most ``--epochs`` whose phases take at most ``seconds`` (``step_seconds(phase)``: measured per phase)."""
+    def cost(epochs: int) -> float:
+        trial = argparse.Namespace(**{**vars(args), "epochs": epochs})
+        return sum(p.steps * step_seconds(p) for p in plan_phases(trial, train_count, full_size))
+
+    epochs = max(1, args.final_epochs)
+    while cost(epochs + 1) <= seconds:
+        epochs += 1
+    return epochs
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
@@ -550,6 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="write OUT/checkpoint.pt this often, to continue with --resume (default: %(default)s; 0: never)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same data and schedule)")
+    parser.add_argument("--fit-seconds", type=float, default=0.0,
+                        help="choose --epochs so that training takes about this many seconds on this machine "
+                             "(each phase's step time measured first on a throwaway copy); the chosen number is "
+                             "printed and written to metrics.json (default: use --epochs)")
     parser.add_argument("--snapshot-every", type=int, default=0,
                         help="every this many image-passes, save the weights to OUT/snapshots/ for the learning curve (default: never)")
     args = parser.parse_args(argv)
@@ -585,6 +636,27 @@ def main(argv: list[str] | None = None) -> int:
         load_imagenet_trunk(model, args.weights)
     model = model.to(device, memory_format=torch.channels_last)
     bf16 = (device.type == "cuda" or use_bf16()) and not args.no_bf16
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.fit_seconds:
+        if args.resume:
+            print("train.py: --fit-seconds and --resume: give the --epochs that the interrupted run chose", file=sys.stderr)
+            return 2
+        sub_pixels, sub_targets = pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}
+        sub_boxes = [boxes[i] for i in train_idx.tolist()] if boxes is not None else None
+        measured: dict[str, float] = {}
+
+        def step_seconds(phase: Phase) -> float:
+            key = f"{phase.mode}/{phase.size}/{phase.crop}"
+            if key not in measured:
+                measured[key] = seconds_per_step(model, sub_pixels, sub_targets, spec, phase, batch_size=args.batch_size,
+                                                 device=device, bf16=bf16, boxes=sub_boxes)
+                print(f"fit: {phase.name} takes {measured[key] * 1000:.1f} ms per step of {args.batch_size} photos", flush=True)
+            return measured[key]
+
+        args.epochs = fit_epochs(args, args.fit_seconds, len(train_idx), spec.preprocessing.size[0], step_seconds)
+        print(f"fit: --epochs {args.epochs} fits in {args.fit_seconds:.0f} s", flush=True)
+        del sub_pixels, sub_targets
     phases = plan_phases(args, len(train_idx), spec.preprocessing.size[0])
     try:
         trainer = Trainer(model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec, phases,
