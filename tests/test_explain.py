@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,7 @@ def test_request_options(spec):
     assert form.target == {"car": 1, "terrain": 2} and form.overlay
     assert parse_target('{"hugs": "0", "season": "Зима"}', spec) == {"hugs": 0, "season": 1}
     for bad, reason, words in ((b"car", "bad_target", "key:value"), ("boat:1", "bad_target", "unknown attribute 'boat'"),
-                               ("car:7", "bad_target", "0 (no car), 1 (car)"), ("{nope", "bad_target", "not valid JSON"),
+                               ("car:7", "bad_target", re.escape("0 (no car), 1 (car)")), ("{nope", "bad_target", "not valid JSON"),
                                ([1], "bad_target", "must be an object")):
         with pytest.raises(ImageError, match=words) as error:
             parse_target(bad, spec)
@@ -249,7 +250,7 @@ def test_targets_overlay_and_every_payload_form(handler, model_dir, spec):
     answers, statuses = run_with_headers(handler, model_dir, requests, [EXPLAIN] * len(requests))
     assert statuses[:4] in ([None] * 4, [200] * 4) and statuses[4] == 400
     assert answers[4]["type"] == "bad_target" and "unknown attribute 'boat'" in answers[4]["message"]
-    for answer in answers[:3] + answers[3]["predictions"]:
+    for answer in answers[:3] + answers[3]["predictions"]:  # the KServe body takes the target from the query
         car = answer["explanations"]["car"]
         assert car["value"] == 1 and car["target"] == "requested"
         assert answer["explanations"]["terrain"]["target"] == "predicted"
@@ -258,7 +259,7 @@ def test_targets_overlay_and_every_payload_form(handler, model_dir, spec):
     assert answers[0]["explanations"] == answers[1]["explanations"] == answers[2]["explanations"]
     for answer in answers[:2]:
         overlay = Image.open(io.BytesIO(base64.b64decode(answer["overlay"])))
-        assert overlay.format == "PNG" and overlay.height == 480 and overlay.width > 640  # the photo + the legend
+        assert overlay.format == "PNG" and overlay.height >= 480 and overlay.width > 640  # the photo + the legend (a long legend adds height)
     assert "overlay" not in answers[2]
 
 
@@ -323,7 +324,9 @@ def test_explanations_endpoint(server, spec):
     predicted = requests.post(f"{server.inference_url}/predictions/lizaalert_tagger", data=photo, headers=auth(server), timeout=60).json()
     assert body["attributes"] == predicted["attributes"]
     # query parameters with a raw body, a version in the path
-    r = requests.post(f"{url}/1.0", data=photo, params={"target": "drone:1", "overlay": "true"}, headers=auth(server), timeout=120)
+    # TorchServe 0.12 drops /explanations' query parameters: the options travel as form fields
+    r = requests.post(f"{url}/1.0", files={"data": ("photo.jpg", photo, "image/jpeg")}, data={"target": "drone:1", "overlay": "true"},
+                      headers=auth(server), timeout=120)
     assert r.status_code == 200, r.text
     assert r.json()["explanations"]["drone"]["target"] == "requested"
     assert Image.open(io.BytesIO(base64.b64decode(r.json()["overlay"]))).format == "PNG"
@@ -333,7 +336,7 @@ def test_explanations_endpoint(server, spec):
     # JSON
     r = requests.post(url, json={"data": base64.b64encode(photo).decode(), "target": {"season": "winter"}}, headers=auth(server), timeout=120)
     assert r.status_code == 200 and r.json()["explanations"]["season"]["label"] == "winter", r.text
-    r = requests.post(url, data=photo, params={"target": "boat:1"}, headers=auth(server), timeout=60)
+    r = requests.post(url, files={"data": ("photo.jpg", photo, "image/jpeg")}, data={"target": "boat:1"}, headers=auth(server), timeout=60)
     assert r.status_code == 400 and r.json()["type"] == "bad_target"
     r = requests.post(url, data=b"not a photo", headers=auth(server), timeout=60)
     assert r.status_code == 400 and r.json()["type"] == "not_an_image"

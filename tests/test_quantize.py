@@ -54,7 +54,7 @@ def test_save_and_load_round_trip(tmp_path, model_dir, spec, scene_batch):
 def test_load_int8_errors_say_what_is_wrong(tmp_path):
     from lizaalert_tagger.quantize import load_int8
 
-    with pytest.raises(FileNotFoundError, match="archive.py --int8"):
+    with pytest.raises(FileNotFoundError, match="lizaalert-archive --int8"):
         load_int8(tmp_path / "weights_int8.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not torchscript")

@@ -250,16 +250,20 @@ class TaggerClient:
 
         ``target``: values to explain instead of the predicted ones (``{"car": 1}``); ``overlay``:
         the server also returns the photo with the maps drawn over it (base64 PNG in ``"overlay"``).
-        The photo travels as the raw body, the options as query parameters.
+        With options the photo travels as a multipart form (field ``data``) with the options as form
+        fields: TorchServe 0.12 does not pass query parameters of /explanations to the handler
+        (measured: ``?target=car:1`` was ignored); without options, as the raw body.
         """
         path = f"/explanations/{model}" + (f"/{version}" if version else "")
-        params: dict[str, str] = {}
+        fields: dict[str, str] = {}
         if target:
-            params["target"] = ",".join(f"{key}:{value}" for key, value in target.items())
+            fields["target"] = ",".join(f"{key}:{value}" for key, value in target.items())
         if overlay:
-            params["overlay"] = "true"
-        r = self.request("inference", "POST", path, data=photo, params=params or None,
-                         headers={"Content-Type": "application/octet-stream"})
+            fields["overlay"] = "true"
+        if fields:
+            r = self.request("inference", "POST", path, files={"data": ("photo", photo, "application/octet-stream")}, data=fields)
+        else:
+            r = self.request("inference", "POST", path, data=photo, headers={"Content-Type": "application/octet-stream"})
         return self._json_or_raise(r, f"explain on {model}" + (f" version {version}" if version else ""))
 
     def ping(self) -> dict[str, Any]:

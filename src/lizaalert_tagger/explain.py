@@ -52,7 +52,8 @@ _STEM = ("conv1", "bn1", "relu", "maxpool")
 MAP_DECIMALS = 3  # 16x16 maps x 11 attributes: ~15 KB of JSON per photo
 METHOD = "grad-cam"
 
-# Request options (JSON keys, multipart form fields or query parameters; see explain_options).
+# Request options (JSON keys or multipart form fields; see explain_options. TorchServe 0.12 drops
+# the query parameters of /explanations before the handler, so a query string does not work there).
 TARGET_KEY = "target"
 OVERLAY_KEY = "overlay"
 OVERLAY_LONG_SIDE = 768  # the server's overlay PNG: the photo's long side in px
@@ -238,15 +239,18 @@ def explain_options(request: Mapping[str, Any], spec: AttributeSpec) -> ExplainO
     """The explanation options of one TorchServe request; :class:`ImageError` (400) when malformed.
 
     - JSON body: ``{"data": "<base64>", "target": {"car": 1, "season": "winter"}, "overlay": true}``;
-    - multipart form or query string (raw body): fields ``target`` (JSON as above, or
+    - multipart form (or request fields beside a JSON body; the body's own field wins): fields ``target`` (JSON as above, or
       ``car:1,season:winter``) and ``overlay`` (``true``/``false``, ``1``/``0``).
 
     A target value is a code of the spec or a class label (English or Russian).
     """
     body = request.get("body")
-    source: Mapping[str, Any] = body if isinstance(body, Mapping) else request
-    return ExplainOptions(target=parse_target(source.get(TARGET_KEY), spec),
-                          overlay=_parse_flag(source.get(OVERLAY_KEY), OVERLAY_KEY))
+    body = body if isinstance(body, Mapping) else {}
+
+    def option(key: str) -> Any:  # the JSON body's field, else the request's (form) field
+        return body[key] if key in body else request.get(key)
+
+    return ExplainOptions(target=parse_target(option(TARGET_KEY), spec), overlay=_parse_flag(option(OVERLAY_KEY), OVERLAY_KEY))
 
 
 def parse_target(value: Any, spec: AttributeSpec) -> dict[str, int]:
