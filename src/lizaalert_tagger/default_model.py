@@ -211,8 +211,6 @@ def recipe_args(args: argparse.Namespace) -> list[str]:
         at = recipe.index("--epochs")
         del recipe[at:at + 2]
         recipe += ["--fit-seconds", f"{args.fit_seconds:g}"]
-    elif "@@GPU_EPOCHS@@" in recipe:
-        raise SystemExit("lizaalert-default-model: the gpu recipe has no epoch count yet: pass --fit-seconds")
     return recipe
 
 
@@ -294,12 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="rebuild the archive even if it is up to date")
     parser.add_argument("--untrained", action="store_true", help="seeded random weights instead (seconds; for experiments)")
-    parser.add_argument("--train", action="store_true", help="retrain the shipped weights from scratch (make train-default; hours)")
+    parser.add_argument("--train", action="store_true", help="retrain the shipped weights from scratch (make train-default; minutes on a GPU)")
     parser.add_argument("--resume", action="store_true", help="with --train: continue an interrupted run from its checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="with --train (default: %(default)s)")
     parser.add_argument("--recipe", default=SHIPPED_RECIPE, choices=sorted(RECIPES),
-                        help="with --train: 'gpu' = the shipped weights' schedule (minutes on a GPU, days on 2 CPU "
-                             "cores), 'cpu' = the 2-hour schedule for 2 CPU cores (default: %(default)s)")
+                        help="with --train: 'gpu' = the shipped weights' schedule (minutes on a GPU, about 9 hours on 2 "
+                             "CPU cores), 'cpu' = the 2-hour schedule for 2 CPU cores (default: %(default)s)")
     parser.add_argument("--fit-seconds", type=float, default=0.0,
                         help="with --train: as many epochs as fit in this many seconds of training on this machine "
                              "(measured first; the manifest records the number)")

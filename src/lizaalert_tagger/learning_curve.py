@@ -23,12 +23,12 @@ import torch
 from lizaalert_tagger.scoring import score_codes
 from lizaalert_tagger.model import load_tagger
 from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, load_spec
-from lizaalert_tagger.train import codes_from_logits, load_labelled, predict_logits, tune_thresholds
+from lizaalert_tagger.train import codes_from_logits, load_labelled, pick_device, predict_logits, tune_thresholds
 
 CATEGORICAL = ("time_of_day", "season", "terrain")
 
 
-def evaluate_snapshot(path: Path, spec, calibration, held_out, size: int | None = None, device: str = "cpu") -> dict:
+def evaluate_snapshot(path: Path, spec, calibration, held_out, size: int | None = None, device: torch.device | str = "cpu") -> dict:
     """Thresholds tuned on ``calibration``, then the score on ``held_out``, both at ``size`` px (None: served)."""
     model = load_tagger(path, spec).to(device)
     cal_pixels, cal_rows = calibration
@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                              "low-resolution phase has learned); repeatable")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s: CUDA if present)")
     args = parser.parse_args(argv)
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:
+        print(f"lizaalert-learning-curve: {e}", file=sys.stderr)
+        return 2
 
     snapshots = sorted((args.run / "snapshots").glob("passes_*.pt"))
     spec = load_spec(args.spec)

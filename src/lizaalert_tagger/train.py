@@ -495,10 +495,10 @@ def plan_phases(args: argparse.Namespace, train_count: int, full_size: int) -> l
 
 
 def seconds_per_step(model: LizaAlertTagger, pixels: torch.Tensor, targets: dict[str, torch.Tensor], spec: AttributeSpec,
-                     phase: Phase, *, batch_size: int, device: torch.device, bf16: bool, boxes=None,
+                     phase: Phase, *, batch_size: int, device: torch.device, bf16: bool, boxes=None, ema_passes: int = 0,
                      warmup: int = 0, timed: int = 0) -> float:
     """Measured seconds per training step of ``phase`` on this machine, on a throwaway copy of the model
-    (``warmup`` steps untimed, then ``timed`` steps; default: 10 + 30 on a GPU, 2 + 5 on a CPU)."""
+    with the run's EMA (``warmup`` steps untimed, then ``timed`` steps; default: 10 + 30 on a GPU, 2 + 5 on a CPU)."""
     import copy
 
     warmup = warmup or (10 if device.type == "cuda" else 2)
@@ -506,7 +506,7 @@ def seconds_per_step(model: LizaAlertTagger, pixels: torch.Tensor, targets: dict
 
     probe = Phase(phase.name, phase.mode, warmup + timed, phase.lr, phase.size, phase.crop)
     trainer = Trainer(copy.deepcopy(model), pixels, targets, spec, [probe], batch_size=batch_size, seed=12345,
-                      device=device, bf16=bf16, boxes=boxes)
+                      device=device, bf16=bf16, boxes=boxes, ema_passes=ema_passes)
     marks = {}
 
     def mark(t: Trainer) -> None:
@@ -638,30 +638,29 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = (device.type == "cuda" or use_bf16()) and not args.no_bf16
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    train_pixels, train_targets = pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}
+    train_boxes = [boxes[i] for i in train_idx.tolist()] if boxes is not None else None
     if args.fit_seconds:
         if args.resume:
             print("train.py: --fit-seconds and --resume: give the --epochs that the interrupted run chose", file=sys.stderr)
             return 2
-        sub_pixels, sub_targets = pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}
-        sub_boxes = [boxes[i] for i in train_idx.tolist()] if boxes is not None else None
         measured: dict[str, float] = {}
 
         def step_seconds(phase: Phase) -> float:
             key = f"{phase.mode}/{phase.size}/{phase.crop}"
             if key not in measured:
-                measured[key] = seconds_per_step(model, sub_pixels, sub_targets, spec, phase, batch_size=args.batch_size,
-                                                 device=device, bf16=bf16, boxes=sub_boxes)
+                measured[key] = seconds_per_step(model, train_pixels, train_targets, spec, phase, batch_size=args.batch_size,
+                                                 device=device, bf16=bf16, boxes=train_boxes, ema_passes=args.ema_passes)
                 print(f"fit: {phase.name} takes {measured[key] * 1000:.1f} ms per step of {args.batch_size} photos", flush=True)
             return measured[key]
 
         args.epochs = fit_epochs(args, args.fit_seconds, len(train_idx), spec.preprocessing.size[0], step_seconds)
         print(f"fit: --epochs {args.epochs} fits in {args.fit_seconds:.0f} s", flush=True)
-        del sub_pixels, sub_targets
     phases = plan_phases(args, len(train_idx), spec.preprocessing.size[0])
     try:
-        trainer = Trainer(model, pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}, spec, phases,
+        trainer = Trainer(model, train_pixels, train_targets, spec, phases,
                           batch_size=args.batch_size, seed=args.seed, device=device, bf16=bf16,
-                          boxes=[boxes[i] for i in train_idx.tolist()] if boxes is not None else None,
+                          boxes=train_boxes,
                           ema_passes=args.ema_passes)
     except ValueError as e:
         print(f"train.py: {e}", file=sys.stderr)
