@@ -36,7 +36,6 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from lizaalert_tagger.decode import decode_logits
 from lizaalert_tagger.explain import (
-    DEFAULT_LAYER,
     ExplainOptions,
     GradCAM,
     explain_options,
@@ -130,9 +129,10 @@ class LizaAlertHandler(BaseHandler):
         loaded on the first explanation (int8 is TorchScript without autograd; about 85 MB more RSS)."""
         if self._explainer is None:
             start = time.perf_counter()
-            model = explaining_model(self.model, self.model_dir, self.spec, WEIGHTS_FILENAME).to(self.device)
-            self._explainer = GradCAM(model, DEFAULT_LAYER)
-            logger.info("explanations ready (Grad-CAM at %s, fp32 model %s) in %.0f ms", DEFAULT_LAYER,
+            model = explaining_model(self.model, self.model_dir, self.spec, WEIGHTS_FILENAME,
+                                     channels_last=self.settings.channels_last).to(self.device)
+            self._explainer = GradCAM(model, self.settings.explain_layer)
+            logger.info("explanations ready (Grad-CAM at %s, fp32 model %s) in %.0f ms", self.settings.explain_layer,
                         "shared" if model is self.model else "loaded", (time.perf_counter() - start) * 1000)
         return self._explainer
 

@@ -295,6 +295,20 @@ def test_fp32_handler_explains_with_its_own_model(model_dir):
     assert h.explainer.model is h.model and len(answers[0]["explanations"]) == 11
 
 
+def test_the_archive_chooses_the_layer(model_dir):
+    """``handler.explain_layer`` in model-config.yaml: layer4 answers 8x8 maps; an unknown layer is
+    refused when the worker starts, naming the known ones."""
+    from lizaalert_tagger.service import HandlerSettings
+
+    h = load_handler_module(model_dir).LizaAlertHandler()
+    h.initialize(make_context(model_dir, batch_size=2, yaml_overrides={"handler": {"explain_layer": "layer4"}}))
+    answers, _ = run_with_headers(h, model_dir, [{"body": make_photo("JPEG")}], [EXPLAIN])
+    assert answers[0]["explained_with"]["layer"] == "layer4"
+    assert {tuple(e["shape"]) for e in answers[0]["explanations"].values()} == {(8, 8)}
+    with pytest.raises(ValueError, match=r"handler.explain_layer: expected one of \('layer1', 'layer2', 'layer3', 'layer4'\), got 'layer5'"):
+        HandlerSettings.from_yaml({"explain_layer": "layer5"})
+
+
 def test_explain_metrics_are_declared():
     import yaml
 

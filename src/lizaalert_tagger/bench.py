@@ -37,17 +37,25 @@ from multiprocessing import get_context
 from pathlib import Path
 from lizaalert_tagger.paths import DEFAULT_ARCHIVE, ROOT
 
-SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080)}
+SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080), "12mp-heavy": (4000, 3000), "20mp": (5472, 3648)}
+# Sensor noise (sigma, in 8-bit levels) and JPEG quality per photo: the noise makes a file as large
+# and as slow to decode as a real one. 12mp/1080p: ~2.4 MB / ~0.5 MB (the first bench's photos);
+# 12mp-heavy: ~3.9 MB, a noisy phone photo; 20mp: ~8.6 MB, a DJI drone frame (5472x3648).
+NOISE = {"12mp": (6, 90), "1080p": (6, 90), "12mp-heavy": (11, 90), "20mp": (14, 92)}
+DEFAULT_SIZES = "12mp,1080p,12mp-heavy,20mp"
+SEED_TARGET = {"12mp": 6, "1080p": 8}  # served / seed-style baseline at the top concurrency (the first bench issue)
+SERVED_TARGET = {"12mp": 0.9, "1080p": 0.9}  # served / in-process limit; the heavy photos: 0.8
 
 
 # --- inputs -------------------------------------------------------------------------
 
 
-def make_photo(size: tuple[int, int], seed: int = 7) -> bytes:
-    """A generated scene at exactly ``size`` with sensor-like noise, JPEG quality 90.
+def make_photo(size: tuple[int, int], seed: int = 7, noise: float = 6, quality: int = 90) -> bytes:
+    """A generated scene at exactly ``size`` with Gaussian sensor-like noise (``noise``: its sigma in
+    8-bit levels), saved as JPEG at ``quality``.
 
-    The noise gives the file the size and decoding cost of a real photo (12 MP:
-    ~2.2 MB, ~35 ms draft / ~190 ms full decode here); a clean synthetic scene
+    The noise gives the file the size and decoding cost of a real photo (12 MP, sigma 6, q90:
+    ~2.4 MB, ~35 ms draft / ~190 ms full decode here); a clean synthetic scene
     compresses to a few hundred KB and decodes several times faster.
     """
     from lizaalert_tagger import scenes as make_scenes
@@ -56,11 +64,19 @@ def make_photo(size: tuple[int, int], seed: int = 7) -> bytes:
 
     data, _ = make_scenes.generate(seed, 0, max(size), max(size))
     img = Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-    noise = np.random.default_rng(seed).normal(0, 6, (size[1], size[0], 3))
-    img = Image.fromarray(np.clip(np.asarray(img) + noise, 0, 255).astype(np.uint8))
+    grain = np.random.default_rng(seed).normal(0, noise, (size[1], size[0], 3))
+    img = Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
+    img.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+def bench_photo(name: str, seed: int = 7) -> bytes:
+    """The bench's photo called ``name`` (a key of :data:`SIZES`)."""
+    if name not in SIZES:
+        raise ValueError(f"unknown photo {name!r}; expected one of {sorted(SIZES)}")
+    noise, quality = NOISE[name]
+    return make_photo(SIZES[name], seed, noise, quality)
 
 
 def unpack_archive(archive: Path, into: Path) -> dict:
@@ -148,7 +164,7 @@ def _explain_worker(args: tuple) -> tuple[float, float]:
     import torch
 
     from lizaalert_tagger.decode import decode_logits
-    from lizaalert_tagger.explain import DEFAULT_LAYER, GradCAM, explaining_model, explanation_json
+    from lizaalert_tagger.explain import GradCAM, explaining_model, explanation_json
     from lizaalert_tagger.preprocess import decode_image, image_to_tensor
     from lizaalert_tagger.service import WEIGHTS_FILENAME, HandlerSettings, load_model, run_inference
     from lizaalert_tagger.spec import load_spec
@@ -157,7 +173,8 @@ def _explain_worker(args: tuple) -> tuple[float, float]:
     settings = HandlerSettings.from_yaml(settings)
     spec = load_spec(Path(model_dir) / "attributes.json")
     model = load_model(model_dir, spec, settings)
-    explainer = GradCAM(explaining_model(model, model_dir, spec, WEIGHTS_FILENAME), DEFAULT_LAYER)
+    explainer = GradCAM(explaining_model(model, model_dir, spec, WEIGHTS_FILENAME, channels_last=settings.channels_last),
+                        settings.explain_layer)
     height, width = spec.preprocessing.size
 
     def predict(explain: bool) -> float:
@@ -181,16 +198,19 @@ def _explain_worker(args: tuple) -> tuple[float, float]:
     return sorted(predicted)[len(predicted) // 2], sorted(explained)[len(explained) // 2]
 
 
-def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int) -> dict:
+def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer: str | None = None) -> dict:
     """Predict vs explain of the same photo in-process (batch 1, median of ``count``), with the
-    archive's settings and the handler's thread count."""
-    settings = config.get("handler", {})
+    archive's settings and the handler's thread count; Grad-CAM at ``layer`` (default: the
+    archive's ``explain_layer``)."""
+    settings = dict(config.get("handler", {}))
+    if layer:
+        settings["explain_layer"] = layer
     workers = int(config.get("maxWorkers", 1))
     threads = settings.get("torch_threads") or max(1, len(os.sched_getaffinity(0)) // workers)
     with get_context("spawn").Pool(1) as pool:
         predict_ms, explain_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
     return {"predict_ms": predict_ms, "explain_ms": explain_ms, "ratio": explain_ms / predict_ms, "count": count,
-            "threads": threads}
+            "threads": threads, "layer": settings.get("explain_layer")}
 
 
 # --- seed-style baseline ------------------------------------------------------------------
@@ -238,18 +258,28 @@ def serve_baseline(port: int, model_dir: str) -> None:
 # --- load ---------------------------------------------------------------------------------
 
 
-def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
-    from lizaalert_tagger.soak import parse_hey
-
-    requests = -(-requests // concurrency) * concurrency  # hey sends n // c per client
-    cmd = ["hey", "-n", str(requests), "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path),
-           "-T", "application/octet-stream"]
+def hey_command(url: str, photo_path: Path, concurrency: int, token: str | None = None, *,
+                requests: int | None = None, seconds: float | None = None) -> list[str]:
+    """``hey`` POSTing the photo ``requests`` times (rounded up to a multiple of ``concurrency``:
+    hey sends n // c per client) or for ``seconds``."""
+    cmd = ["hey", "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path), "-T", "application/octet-stream"]
+    cmd += ["-z", f"{seconds}s"] if seconds else ["-n", str(-(-(requests or concurrency) // concurrency) * concurrency)]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=1800)
-    statuses, errors, seconds, rps, latency = parse_hey(out.stdout)
-    # only answered photos count: hey's own req/s includes failed requests
+    return cmd + [url]
+
+
+def hey_result(output: str) -> dict:
+    """Answered photos per second (hey's own req/s counts failed requests too), latencies, errors."""
+    from lizaalert_tagger.soak import parse_hey
+
+    statuses, errors, seconds, _, latency = parse_hey(output)
     return {"rps": statuses.get(200, 0) / seconds, **latency, "errors": sum(n for c, n in statuses.items() if c != 200) + sum(errors.values())}
+
+
+def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
+    out = subprocess.run(hey_command(url, photo_path, concurrency, token, requests=requests), capture_output=True, text=True, timeout=1800)
+    return hey_result(out.stdout)
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -268,14 +298,26 @@ def wait_http(url: str, timeout: float = 120) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="archive to benchmark (default: %(default)s)")
+    parser.add_argument("--config", type=Path,
+                        help="a TorchServe config.properties to try instead of the project's (tuning; ports and paths are still set here)")
     parser.add_argument("--concurrency", default="1,4,16,32", help="served concurrencies (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=0,
                         help="requests per load run (default: served 24 x concurrency, at least 96; baseline 8 x concurrency, at least 48)")
-    parser.add_argument("--sizes", default="12mp,1080p", help="photo sizes (default: %(default)s)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"photos, among {', '.join(SIZES)} (default: %(default)s)")
+    parser.add_argument("--baseline-sizes", default="12mp,1080p",
+                        help="photos that also load the seed-style baseline; 'none' for none (default: %(default)s)")
+    parser.add_argument("--explain-sizes", default="12mp,1080p",
+                        help="photos whose explanation cost is measured; 'none' for none (default: %(default)s)")
+    parser.add_argument("--explain-layers", default="layer3,layer4",
+                        help="Grad-CAM layers to time; the archive's explain_layer is what it serves (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny counts: only checks that every row is produced")
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    sizes, baseline_sizes, explain_sizes = (_names(v) for v in (args.sizes, args.baseline_sizes, args.explain_sizes))
+    unknown = sorted(set(sizes + baseline_sizes + explain_sizes) - set(SIZES))
+    if unknown:
+        parser.error(f"unknown photos {unknown}; expected names among {sorted(SIZES)}")
     if args.baseline_server:
         serve_baseline(args.baseline_server, args.model_dir)
         return 0
@@ -295,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple] = []
     summary: dict = {}
 
-    ts = TorchServe(run_dir=work / "run", model_store=args.archive.parent, ports=(free_port(), free_port(), free_port()))
+    ts = TorchServe(run_dir=work / "run", model_store=args.archive.parent, ports=(free_port(), free_port(), free_port()),
+                    **({"config": args.config} if args.config else {}))
     t0 = time.monotonic()
     ts.start(timeout=300)
     client = TaggerClient(ts.inference_url, ts.management_url, ts.key_file)
@@ -306,59 +349,101 @@ def main(argv: list[str] | None = None) -> int:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_http(f"http://127.0.0.1:{baseline_port}/")
-        for size_name in args.sizes.split(","):
-            photo = make_photo(SIZES[size_name])
+        for size_name in sizes:
+            photo = bench_photo(size_name)
             photo_path = work / f"{size_name}.jpg"
             photo_path.write_bytes(photo)
+            summary[size_name] = {"bytes": len(photo), "pixels": SIZES[size_name]}
             limit = inprocess_limit(model_dir, photo, config, batches=2 if args.quick else 32)
             rows.append((size_name, "in-process limit", "-", limit["rps"], limit["single_ms"], None, None, 0))
-            summary[size_name] = {"inprocess": limit}
-            cost = explain_cost(model_dir, photo, config, count=3 if args.quick else 15)
-            rows.append((size_name, "in-process explain", 1, 1000 / cost["explain_ms"], cost["explain_ms"], None, None, 0))
-            summary[size_name]["explain"] = cost
+            summary[size_name]["inprocess"] = limit
+            for layer in _names(args.explain_layers) if size_name in explain_sizes else []:
+                cost = explain_cost(model_dir, photo, config, count=3 if args.quick else 15, layer=layer)
+                rows.append((size_name, f"in-process explain {layer}", 1, 1000 / cost["explain_ms"], cost["explain_ms"], None, None, 0))
+                summary[size_name][f"explain_{layer}"] = cost
             for c in concurrencies:
                 served = hey_load(f"{ts.inference_url}/predictions/lizaalert_tagger", photo_path, served_count(c), c, client.keys.inference)
                 rows.append((size_name, "served (TorchServe)", c, served["rps"], served.get("p50"), served.get("p95"), served.get("p99"), served["errors"]))
                 summary[size_name][f"served_c{c}"] = served
-            for c in concurrencies:
+            for c in concurrencies if size_name in baseline_sizes else []:
                 seed = hey_load(f"http://127.0.0.1:{baseline_port}/prediction", photo_path, count(c), c)
                 rows.append((size_name, "seed-style baseline", c, seed["rps"], seed.get("p50"), seed.get("p95"), seed.get("p99"), seed["errors"]))
                 summary[size_name][f"seed_c{c}"] = seed
         summary["worker_rss_mb"] = worker_rss(ts)
+        summary["worker_rss_explained_mb"] = rss_after_explanations(ts, client, bench_photo("1080p"))
     finally:
         baseline.kill()
         ts.stop()
 
     print(f"\nbench: {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-          f"{len(os.sched_getaffinity(0))} cores, {platform.processor() or platform.machine()})")
-    print(f"archive {args.archive.name}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
+          f"{len(os.sched_getaffinity(0))} cores, CPU: {cpu_model()})")
+    if args.config:
+        print(f"config.properties: {args.config}")
+    print(f"archive {args.archive}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
+          f"delay={config.get('maxBatchDelay')} ms "
           f"handler={config.get('handler')}")
-    print(f"\n{'photo':6} {'what':22} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(f"\n{'photo':22} {'what':22} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
     fmt = lambda v: f"{v:8.0f}" if isinstance(v, (int, float)) else f"{'-':>8}"  # noqa: E731
     for size_name, what, c, rps, p50, p95, p99, errors in rows:
-        print(f"{size_name:6} {what:22} {c!s:>4} {rps:7.1f} {fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
+        print(f"{photo_label(size_name, summary[size_name]['bytes']):22} {what:22} {c!s:>4} {rps:7.1f} "
+              f"{fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
     top = max(concurrencies)
     print("\nratios (targets in parentheses)")
-    for size_name, target in (("12mp", 6), ("1080p", 8)):
-        if size_name not in summary:
-            continue
+    for size_name in sizes:
         s = summary[size_name]
-        print(f"  {size_name}: served/seed at c={top} = {s[f'served_c{top}']['rps'] / s[f'seed_c{top}']['rps']:.1f}x (>= {target}x); "
-              f"served/in-process = {s[f'served_c{top}']['rps'] / s['inprocess']['rps']:.2f} (>= 0.9); "
-              + (f"idle latency / (decode + batch-1 model, idle process) = {s['served_c1']['p50'] / s['inprocess']['single_ms']:.2f} "
-                 f"(<= 1.25; {s['served_c1']['p50']:.0f} / {s['inprocess']['single_ms']:.0f} ms; "
-                 f"back-to-back in-process {s['inprocess']['hot_single_ms']:.0f} ms)" if "served_c1" in s else ""))
-    for size_name in SIZES:
-        if size_name in summary and "explain" in summary[size_name]:
-            cost = summary[size_name]["explain"]
-            print(f"  {size_name}: explain/predict, same photo, batch 1, in-process, median of {cost['count']} = "
-                  f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
-                  f"{cost['threads']} threads)")
-    print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s); worker RSS: "
-          + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values()) + " (<= 1200 MB)")
+        parts = [f"served/in-process at c={top} = {s[f'served_c{top}']['rps'] / s['inprocess']['rps']:.2f} "
+                 f"(>= {SERVED_TARGET.get(size_name, 0.8)})"]
+        if f"seed_c{top}" in s and size_name in SEED_TARGET:
+            parts.insert(0, f"served/seed at c={top} = {s[f'served_c{top}']['rps'] / s[f'seed_c{top}']['rps']:.1f}x "
+                            f"(>= {SEED_TARGET[size_name]}x)")
+        if "served_c1" in s:
+            parts.append(f"idle latency / (decode + batch-1 model, idle process) = {s['served_c1']['p50'] / s['inprocess']['single_ms']:.2f} "
+                         f"(<= 1.25; {s['served_c1']['p50']:.0f} / {s['inprocess']['single_ms']:.0f} ms; "
+                         f"back-to-back in-process {s['inprocess']['hot_single_ms']:.0f} ms)")
+        print(f"  {photo_label(size_name, s['bytes'])}: " + "; ".join(parts))
+    for size_name in sizes:
+        for key, cost in summary[size_name].items():
+            if key.startswith("explain_"):
+                print(f"  {size_name}: explain ({key[8:]}) / predict, same photo, batch 1, in-process, median of {cost['count']} = "
+                      f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
+                      f"{cost['threads']} threads)")
+    print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s)")
+    print("  worker RSS, predictions only: " + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values())
+          + "; after explanations (int8 + fp32 loaded): "
+          + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_explained_mb"].values()) + " (<= 1200 MB)")
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"(raw figures: {work / 'summary.json'})")
     return 0
+
+
+def _names(value: str) -> list[str]:
+    return [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def photo_label(name: str, size_bytes: int) -> str:
+    width, height = SIZES[name]
+    return f"{name} {width}x{height} {size_bytes / 1e6:.1f}MB"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), which a figure means nothing without."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rss_after_explanations(ts, client, photo: bytes, requests: int = 8) -> dict[int, float]:
+    """Worker RSS once explanations have run: each worker then holds the served (int8) model and
+    the fp32 one Grad-CAM needs. ``requests`` explanations, 4 at a time, reach every worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: client.explain(photo), range(requests)))
+    return worker_rss(ts)
 
 
 def worker_rss(ts) -> dict[int, float]:

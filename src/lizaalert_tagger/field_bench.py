@@ -38,24 +38,27 @@ from lizaalert_tagger.paths import DEFAULT_ARCHIVE, ROOT
 DEFAULT_WORK = ROOT / "build" / "field-bench"
 
 
-def _base_photo(job: tuple[Path, tuple[int, int], int]) -> Path:
-    from lizaalert_tagger.bench import make_photo
+def _base_photo(job: tuple[Path, str, int]) -> Path:
+    from lizaalert_tagger.bench import bench_photo
 
-    path, size, seed = job
+    path, name, seed = job
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(make_photo(size, seed=seed))
+        tmp.write_bytes(bench_photo(name, seed=seed))
         tmp.replace(path)
     return path
 
 
-def make_photos(work: Path, count: int, distinct: int, size: tuple[int, int], exif_fraction: float, jobs: int) -> Path:
+def make_photos(work: Path, count: int, distinct: int, name: str, exif_fraction: float, jobs: int) -> Path:
     """``work/photos/partNN/IMG_NNNNN.jpg``: ``count`` photos from ``distinct`` pictures, some with EXIF."""
     from lizaalert_tagger.scenes.exif import with_exif
 
-    base_dir = work / f"base-{size[0]}x{size[1]}"
+    from lizaalert_tagger.bench import SIZES
+
+    size = SIZES[name]
+    base_dir = work / f"base-{name}-{size[0]}x{size[1]}"
     base_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(base_dir / f"{k:04d}.jpg", size, 100 + k) for k in range(min(distinct, count))]
+    todo = [(base_dir / f"{k:04d}.jpg", name, 100 + k) for k in range(min(distinct, count))]
     missing = [job for job in todo if not job[0].exists()]
     if missing:
         print(f"making {len(missing)} distinct {size[0]}x{size[1]} photos ({jobs} processes) ...", flush=True)
@@ -114,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1 or args.distinct < 1 or min(concurrencies) < 1:
         parser.error("expected --count, --distinct and every --concurrency >= 1")
 
-    from lizaalert_tagger.bench import hey_load
+    from lizaalert_tagger.bench import cpu_model, hey_load
     from lizaalert_tagger.client import TaggerClient
 
     work = args.work.resolve()
-    folder = make_photos(work, args.count, args.distinct, SIZES[args.size], args.exif_fraction, args.jobs)
+    folder = make_photos(work, args.count, args.distinct, args.size, args.exif_fraction, args.jobs)
     sample = next(folder.rglob("IMG_00000.jpg"))
     server = None
     if args.inference_url:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nfield_bench: {args.count} photos {args.size} ({SIZES[args.size][0]}x{SIZES[args.size][1]}, "
           f"{args.distinct} distinct, EXIF {args.exif_fraction:.0%}) ({time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{platform.node()}, {len(os.sched_getaffinity(0))} cores)")
+          f"{platform.node()}, {len(os.sched_getaffinity(0))} cores, CPU: {cpu_model()})")
     print(f"{'conc':>4} {'hey img/s':>10} {'tag-folder img/s':>17} {'ratio':>6} {'target':>7}" + ("  report s" if args.report else ""))
     failed = False
     for r in rows:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lizaalert_tagger.explain import DEFAULT_LAYER, LAYERS
 from lizaalert_tagger.model import load_tagger
 from lizaalert_tagger.preprocess import DEFAULT_MAX_PIXELS, ImageError, decode_image, image_to_tensor
 from lizaalert_tagger.quantize import INT8_FILENAME, load_int8
@@ -38,6 +39,9 @@ class HandlerSettings:
     torch_threads: int = 0  # 0: cores // maxWorkers, so workers x threads <= cores
     jpeg_draft: bool = True  # DCT-domain downscaling of large JPEGs
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Grad-CAM's layer for /explanations: layer3 (16x16) localises best, layer4 (8x8) costs less;
+    # both measured in the README's "Explanations" section and BENCHMARKS.md.
+    explain_layer: str = DEFAULT_LAYER
 
     @classmethod
     def from_yaml(cls, section: dict[str, Any] | None) -> "HandlerSettings":
@@ -48,6 +52,8 @@ class HandlerSettings:
         settings = cls(**section)
         if settings.precision not in PRECISIONS:
             raise ValueError(f"model-config.yaml handler.precision: expected one of {PRECISIONS}, got {settings.precision!r}")
+        if settings.explain_layer not in LAYERS:
+            raise ValueError(f"model-config.yaml handler.explain_layer: expected one of {LAYERS}, got {settings.explain_layer!r}")
         return settings
 
     @property
