@@ -382,10 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"archive {args.archive}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
           f"delay={config.get('maxBatchDelay')} ms "
           f"handler={config.get('handler')}")
-    print(f"\n{'photo':22} {'what':22} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    print(f"\n{'photo':22} {'what':26} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
     fmt = lambda v: f"{v:8.0f}" if isinstance(v, (int, float)) else f"{'-':>8}"  # noqa: E731
     for size_name, what, c, rps, p50, p95, p99, errors in rows:
-        print(f"{photo_label(size_name, summary[size_name]['bytes']):22} {what:22} {c!s:>4} {rps:7.1f} "
+        print(f"{photo_label(size_name, summary[size_name]['bytes']):22} {what:26} {c!s:>4} {rps:7.1f} "
               f"{fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
     top = max(concurrencies)
     print("\nratios (targets in parentheses)")

@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nprofile: {result['photo']} at c={args.concurrency}, {result['window_s']:.0f} s window "
           f"({time.strftime('%Y-%m-%d %H:%M')}, {result['cores']} cores, CPU: {result['cpu']})")
-    print(f"served: {result['hey'].get('rps', 0):.1f} img/s over the whole load (py-spy running), errors {result['hey'].get('errors', 0)}")
+    print(f"served: {result['hey'].get('rps', 0):.1f} img/s over the whole load{'' if args.no_py_spy else ' (py-spy running)'}, "
+          f"errors {result['hey'].get('errors', 0)}")
     print("\nCPU, in cores:")
     for name, cores in result["cores_used"].items():
         kernel = result["kernel_share"].get(name)
