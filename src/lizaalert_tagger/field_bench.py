@@ -5,8 +5,8 @@ The field issue asks that tagging a folder run at >= 80% of the served throughpu
 ``lizaalert-bench`` measures at the same concurrency (hey loading one photo over and over),
 for 1,000 generated 12-MP photos. This measures both on one TorchServe, one after the other:
 
-1. ``--count`` 12-MP photos (``bench.make_photo``: a generated scene with sensor noise, JPEG q90,
-   ~2.2 MB) in 10 sub-folders, ``--exif-fraction`` of them with EXIF time and GPS; ``--distinct``
+1. ``--count`` 12-MP photos (``bench.bench_photo``: a generated scene with sensor noise, JPEG q90,
+   ~2.5 MB) in 10 sub-folders, ``--exif-fraction`` of them with EXIF time and GPS; ``--distinct``
    different pictures are made (seconds each) and repeated with their own EXIF. Kept in
    ``--work`` between runs;
 2. TorchServe from ``--archive`` with the project's config (as ``lizaalert-bench``), or the server
