@@ -420,6 +420,70 @@ def test_run_folder_has_the_seed_csv_details_geojson_and_failed(field, spec, tmp
     assert not list(field.run.glob(".*.tmp")), "temp files of the atomic writes are left behind"
 
 
+def fake_explain(field, spec, fail: set[str] = frozenset(), status: int | None = None):
+    """A ``TaggerClient.explain`` for the fake: the fake's answer plus a 4x4 map per attribute, hot in
+    its bottom row; ``fail``: photos answered with a 400; ``status``: every call fails with it."""
+    from lizaalert_tagger.client import ClientError
+
+    asked = []
+
+    def explain(client, photo, model="lizaalert_tagger", version=None, target=None, overlay=False):
+        name = field.by_bytes[hashlib.sha256(photo).hexdigest()]
+        asked.append(name)
+        if status is not None:
+            raise ClientError(f"explain on lizaalert_tagger failed: HTTP {status}", status)
+        if name in fail:
+            raise ClientError("explain on lizaalert_tagger failed: HTTP 400: not a photo this model reads", 400)
+        answer = field.answer(name)
+        answer["explanations"] = {key: {"value": value["code"], "label": value["label"], "target": "predicted",
+                                        "shape": [4, 4], "map": [[0.0] * 4] * 3 + [[1.0] * 4]}
+                                  for key, value in answer["attributes"].items()}
+        return answer
+
+    return explain, asked
+
+
+def test_explain_writes_an_overlay_per_photo_with_objects_and_resumes(field, spec, monkeypatch, capsys):
+    """--explain: an overlay for exactly the photos with an object found, shown by the report;
+    photos that have one are not asked again; a failing photo is listed and retried next time."""
+    from lizaalert_tagger.client import TaggerClient
+
+    objects = [a.key for a in spec.attributes if a.is_binary]
+    with_objects = sorted(n for n, codes in field.truth.items() if any(codes[k] == 1 for k in objects))
+    assert 0 < len(with_objects) < len(field.truth), "the generated set should have photos with and without objects"
+    broken = with_objects[0]
+    explain, asked = fake_explain(field, spec, fail={broken})
+    monkeypatch.setattr(TaggerClient, "explain", explain)
+    assert tagctl("tag-folder", str(field.folder), "--out", f"{field.run}/", "--explain", "--quiet") == 1
+    err = capsys.readouterr().err
+    assert f"tagctl: explain {broken}: " in err and "1 explanations failed" in err
+    made = sorted(str(p.relative_to(field.run / "explanations"))[:-4] for p in (field.run / "explanations").rglob("*.png"))
+    assert made == with_objects[1:] and sorted(asked) == with_objects
+    overlay = Image.open(field.run / "explanations" / f"{with_objects[1]}.png")
+    assert overlay.format == "PNG" and overlay.width > overlay.height  # the photo and the legend beside it
+
+    explain, asked = fake_explain(field, spec)
+    monkeypatch.setattr(TaggerClient, "explain", explain)
+    assert tagctl("tag-folder", str(field.folder), "--out", f"{field.run}/", "--explain", "--report", "--quiet") == 0
+    assert asked == [broken]  # only the one without an overlay
+    assert len(list((field.run / "report" / "overlays").glob("*.png"))) == len(with_objects)
+    assert not list(field.run.rglob(".*.tmp"))
+
+
+def test_explain_against_a_server_without_explanations_says_so_once(field, spec, monkeypatch, capsys):
+    from lizaalert_tagger.client import TaggerClient
+
+    explain, asked = fake_explain(field, spec, status=501)
+    monkeypatch.setattr(TaggerClient, "explain", explain)
+    assert tagctl("tag-folder", str(field.folder), "--out", f"{field.run}/", "--explain", "--quiet", "--concurrency", "1") == 1
+    err = capsys.readouterr().err
+    assert err.count("no explanations from the server") == 1 and "HTTP 501" in err
+    assert len(asked) <= 2 and not (field.run / "explanations").exists()  # stops at the first answer
+    assert (field.run / "details.csv").exists()  # the tags are written all the same
+    assert tagctl("tag-folder", str(field.folder), "--out", str(field.run / "flat.csv"), "--explain") == 1
+    assert "--explain needs --out RUN_DIR/" in capsys.readouterr().err
+
+
 def test_failed_photos_are_listed_with_the_reason_and_retried(field, spec, monkeypatch, capsys):
     (field.folder / "day1" / "broken.jpg").write_bytes(b"not a jpeg at all")  # the "server" refuses it
     unreadable = field.folder / "IMG_0003.jpg"

@@ -521,11 +521,19 @@ def test_tag_folder_report_through_the_real_server(server, browser, tmp_path, sp
     folder = tmp_path / "photos"
     truth = field_photos(folder, 9, seed=33, exif_fraction=0.7, size=(320, 480))
     code, out = run_tagctl(server, "tag-folder", str(folder), "--out", f"{tmp_path / 'run'}/", "--report", "--quiet",
-                           "--concurrency", "4")
+                           "--concurrency", "4", "--explain")
     assert code == 0, out
     run = tmp_path / "run"
     rows = read_details_csv(run / "details.csv")
     assert sorted(r["path"] for r in rows) == sorted(truth)
+    # --explain: the server's Grad-CAM overlay for each photo with an object found, and only those
+    objects = [a.key for a in spec.attributes if a.is_binary]
+    found = sorted(r["path"] for r in rows if any(r[f"{key}_code"] == "1" for key in objects))
+    overlays = sorted(str(p.relative_to(run / "explanations"))[:-4] for p in (run / "explanations").rglob("*.png")) \
+        if (run / "explanations").exists() else []
+    print(f"--explain: {len(found)} of {len(rows)} photos with objects")
+    assert overlays == found, out
+    assert len(list((run / "report" / "overlays").glob("*.png"))) == len(found)
     assert all(r["model"].startswith("lizaalert_tagger ") and r["time_of_day_score"] for r in rows)
     collection = geojson.loads((run / "photos.geojson").read_text(encoding="utf-8"))
     assert collection.is_valid and len(collection["features"]) == sum(1 for r in rows if r["latitude"])

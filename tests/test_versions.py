@@ -3,6 +3,7 @@ under a steady stream of requests on the default URL: zero failed requests; and 
 default version set through the management API survives a restart (TorchServe's
 snapshots, restored by ``runtime.TorchServe``)."""
 import json
+import os
 import shutil
 import stat
 import threading
@@ -285,3 +286,32 @@ def test_old_snapshots_are_pruned_and_snapshots_are_on(tmp_path, store):
     assert [p.name.split("-")[0] for p in kept] == stamps[-SNAPSHOTS_KEPT:]
     assert ts.restored_from == kept[-1]
     assert "--ncs" not in ts.command()
+
+
+def test_a_second_start_from_a_running_servers_run_dir_is_refused_and_leaves_it_alone(tmp_path, store):
+    """`make serve` twice: the second start must not delete the first server's key file (its clients
+    would be locked out) nor touch its snapshots; it says which PID to stop."""
+    import subprocess
+    import sys
+
+    from lizaalert_tagger.runtime import KEY_FILE_NAME, TS_JAVA_MAIN, TS_PID_FILE
+
+    run = tmp_path / "run"
+    (run / "tmp").mkdir(parents=True)
+    key = run / KEY_FILE_NAME
+    key.write_text('{"management": {"key": "m"}, "inference": {"key": "i"}, "API": {"key": "a"}}')
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", TS_JAVA_MAIN])
+    try:
+        (run / "tmp" / TS_PID_FILE).write_text(str(alive.pid))
+        with pytest.raises(RuntimeError, match=rf"still running \(pid {alive.pid}\): stop it first"):
+            prepared(run, store)
+        assert key.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    # the same pid file once that process is gone: a stale file, the start goes on
+    ts, _ = prepared(run, store)
+    assert ts.running_pid() is None and not key.exists()
+    # a live process that is not TorchServe (the PID was reused) does not block either
+    (run / "tmp" / TS_PID_FILE).write_text(str(os.getpid()))
+    assert prepared(run, store)[0].running_pid() is None

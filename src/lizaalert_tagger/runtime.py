@@ -51,6 +51,8 @@ METRICS_CONFIG_PATH = METRICS_CONFIG
 DEFAULT_MODEL_STORE = MODEL_STORE
 DEFAULT_RUN_DIR = RUN_DIR
 KEY_FILE_NAME = "key_file.json"
+TS_PID_FILE = ".model_server.pid"  # TorchServe's launcher writes it into its TMPDIR
+TS_JAVA_MAIN = "org.pytorch.serve.ModelServer"
 # TorchServe's snapshots: LOG_LOCATION/config/<yyyyMMddHHmmssSSS>-{startup,snapshot,shutdown}.cfg
 SNAPSHOT_DIR_NAME = "config"
 SNAPSHOT_FILE = re.compile(r"^(\d{17})-(startup|snapshot|shutdown)\.cfg$")
@@ -329,7 +331,23 @@ class TorchServe:
             return sorted(self.restored["models"])
         return startup_models(self.load_models, self.model_store)
 
+    def running_pid(self) -> int | None:
+        """The PID of a TorchServe already started from this run dir (its pid file in ``run_dir/tmp``,
+        the TMPDIR it runs with), or None."""
+        import psutil
+
+        try:
+            pid = int((self.run_dir / "tmp" / TS_PID_FILE).read_text().split()[0])
+            alive = TS_JAVA_MAIN in " ".join(psutil.Process(pid).cmdline())
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return pid if alive else None
+
     def prepare(self) -> None:
+        pid = self.running_pid()
+        if pid is not None:  # its key file and snapshots must stay as they are
+            raise RuntimeError(f"a TorchServe started from {self.run_dir} is still running (pid {pid}): stop it first "
+                               f"(Ctrl-C where it runs, or kill {pid}) or give another run dir")
         (self.run_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.key_file.unlink(missing_ok=True)

@@ -403,8 +403,9 @@ def _tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
         out = run_dir / "labels.csv"
         where = f"{run_dir}/"
     else:
-        if args.report:
-            raise ClientError(f"--report needs --out RUN_DIR/ (a folder for labels.csv, details.csv and the report), not {args.out}")
+        for flag, wanted in (("--report", args.report), ("--explain", args.explain)):
+            if wanted:
+                raise ClientError(f"{flag} needs --out RUN_DIR/ (a folder for labels.csv, details.csv and the report), not {args.out}")
         out = Path(args.out)
         _check_writable(out)
         where = str(out)
@@ -433,7 +434,7 @@ def _tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
         print(f"{skipped} photos already tagged in {where}, skipping them; --restart to tag everything again")
     if not todo:
         print(f"nothing to tag: all {len(photos)} photos under {folder} are in {where}")
-        return _report_after(args, run, spec)
+        return _finish(args, client, run, spec, run.details if run is not None else {})
 
     read_exif = None
     if as_dir:
@@ -555,7 +556,97 @@ def _tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
         listed = f", listed in {run.failed_path}" if run is not None else ""
         print(f"{len(failures)} photos failed{listed}; {again} to retry them")
         code = 1
+    records = {**run.details, **{r.path: r for r in results.values()}} if run is not None else {}
+    return _finish(args, client, run, spec, records) or code
+
+
+def _finish(args: argparse.Namespace, client: TaggerClient, run: _RunFolder | None, spec, records: dict[str, Any]) -> int:
+    """After tagging: --explain's overlays, then --report (which shows them)."""
+    code = _explain_found(args, client, run, spec, records) if run is not None and getattr(args, "explain", False) else 0
     return _report_after(args, run, spec) or code
+
+
+def _explain_found(args: argparse.Namespace, client: TaggerClient, run: _RunFolder, spec, records: dict[str, Any]) -> int:
+    """``--explain``: RUN_DIR/explanations/<photo path>.png for every photo with an object found
+    that has none yet, from the server's /explanations, drawn as ``tagctl explain`` draws them;
+    the report shows it in the photo's larger view. Resumable like the tagging (what exists is
+    kept) and bounded the same way (2 x --concurrency requests queued). Returns the exit code."""
+    from tqdm import tqdm
+
+    from lizaalert_tagger.overlay import draw_overlay, open_photo
+    from lizaalert_tagger.report import EXPLANATIONS_DIR
+
+    objects = [a.key for a in spec.attributes if a.is_binary]
+    base, folder = run.dir / EXPLANATIONS_DIR, run.folder.resolve()
+    todo = []
+    for name in sorted(records):
+        source = (folder / name).resolve()
+        if any(records[name].codes.get(key) == 1 for key in objects) and source.is_relative_to(folder) \
+                and not (base / f"{name}.png").is_file():
+            todo.append(name)
+    if not todo:
+        return 0
+
+    def explain(name: str) -> None:
+        data = (folder / name).read_bytes()
+        answer = client.explain(data, args.model, args.version)
+        image = draw_overlay(open_photo(data, args.preview_size or args.thumb_size), answer)
+        target = base / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            image.save(tmp, "PNG")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    failures: dict[str, str] = {}
+    unsupported: ClientError | None = None
+    pending: dict[Future, str] = {}
+    remaining = iter(todo)
+    pool = _DaemonExecutor(args.concurrency)
+    bar = tqdm(total=len(todo), desc="explain", unit="photo", disable=args.quiet, dynamic_ncols=True)
+    made = 0
+    try:
+        while unsupported is None:
+            while len(pending) < 2 * args.concurrency and (name := next(remaining, None)) is not None:
+                pending[pool.submit(explain, name)] = name
+            if not pending:
+                break
+            done_now, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done_now:
+                name = pending.pop(future)
+                bar.update(1)
+                try:
+                    future.result()
+                    made += 1
+                except ClientError as e:
+                    if _is_fatal(e) or e.status in (404, 501):  # no server, or no explanations on it
+                        unsupported = e
+                    else:
+                        failures[name] = _error_text(e)
+                except Exception as e:  # noqa: BLE001 - this photo's overlay fails, not the run
+                    failures[name] = f"{type(e).__name__}: {_error_text(e)}"
+    except KeyboardInterrupt:
+        print(f"tagctl: interrupted; {made} overlays written to {base}; run the same command again for the other "
+              f"{len(todo) - made}", file=sys.stderr)
+        return 130
+    finally:
+        for future in pending:
+            future.cancel()
+        bar.close()
+        pool.shutdown(wait=False)
+    if unsupported is not None:
+        print(f"tagctl: no explanations from the server ({_one_line(_error_text(unsupported))}); "
+              f"{made} overlays written, the report shows none for the other photos", file=sys.stderr)
+        return 1
+    print(f"explained {made} of {len(todo)} photos with objects -> {base}/")
+    for name in sorted(failures)[:MAX_FAILURES_SHOWN]:
+        print(f"tagctl: explain {name}: {_one_line(failures[name])}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} explanations failed; run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _warn_exif(records, run: _RunFolder) -> None:
@@ -754,6 +845,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true",
                    help="then write RUN_DIR/report/index.html (as `tagctl report RUN_DIR`; needs --out RUN_DIR/)")
+    p.add_argument("--explain", action="store_true",
+                   help="then fetch an explanation overlay for every photo with an object found (the server's "
+                        "/explanations; 6-9x a prediction each at layer3) into RUN_DIR/explanations/, which the report shows")
     _report_options(p)
 
     p = sub.add_parser("report", help="an offline HTML report of a run folder (no server needed)", formatter_class=fmt)
