@@ -193,3 +193,83 @@ def test_fit_epochs_takes_the_most_that_fit():
     args.low_res_mode, args.final_epochs = "resize", 1
     cost = lambda phase: 2.0 if phase.mode == "full" else 0.5  # noqa: E731
     assert fit_epochs(args, 20.0 + 3 * 5.0, 100, 256, cost) == 4  # 1 final (20 s) + 3 at 128 px (15 s)
+
+
+def test_head_weight_multiplies_that_heads_loss(spec):
+    from lizaalert_tagger.train import TaggerLoss, targets_from_codes
+
+    torch.manual_seed(0)
+    rows = [{a.key: a.codes[i % len(a.codes)] for a in spec.attributes} for i in range(6)]
+    targets = targets_from_codes(rows, spec)
+    logits = torch.randn(6, spec.num_logits)
+    plain = TaggerLoss(spec, targets)(logits, targets)
+    weighted = TaggerLoss(spec, targets, head_weights={"dog_handler": 3.0})(logits, targets)
+    only = TaggerLoss(spec, targets, head_weights={k: (1.0 if k == "dog_handler" else 1e-12) for k in spec.keys})(logits, targets)
+    assert float(only) > 0
+    assert torch.allclose(weighted, plain + 2.0 * only, rtol=1e-5)
+
+
+@pytest.mark.parametrize("item", ["dog=2", "dog_handler", "dog_handler=0", "dog_handler=x"])
+def test_head_weight_option_says_what_it_expects(spec, item):
+    from lizaalert_tagger.train import parse_head_weights
+
+    with pytest.raises(ValueError, match="expected KEY=W") as info:
+        parse_head_weights([item], spec)
+    assert repr(item) in str(info.value) and "dog_handler" in str(info.value)
+    assert parse_head_weights(["dog_handler=2", "hugs=1.5"], spec) == {"dog_handler": 2.0, "hugs": 1.5}
+
+
+def test_precision_auto_takes_the_faster_where_bf16_is_native(monkeypatch):
+    from lizaalert_tagger import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "use_bf16", lambda: True)
+    assert train.choose_bf16("auto", cpu, lambda bf16: 0.05 if bf16 else 0.1)[0] is True
+    fp32_wins, why = train.choose_bf16("auto", cpu, lambda bf16: 0.2 if bf16 else 0.1)
+    assert fp32_wins is False and "10.0 image-passes/s in fp32" in why and "5.0 in bf16" in why
+    monkeypatch.setattr(train, "use_bf16", lambda: False)
+    never = lambda bf16: pytest.fail("nothing to measure without native bf16")  # noqa: E731
+    assert train.choose_bf16("auto", cpu, never) == (False, "this CPU has no native bf16 (oneDNN): fp32")
+    assert train.choose_bf16("bf16", cpu, never)[0] is True and train.choose_bf16("fp32", cpu, never)[0] is False
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes_from_safetensors_init(tiny_set, tmp_path, seeded_weights):
+    """A continuation from .safetensors weights, stopped by SIGTERM mid-run (exit 3, checkpoint written),
+    then resumed with the same command: it ends with every planned image-pass done once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import save_file
+
+    init = tmp_path / "parent.safetensors"
+    state = torch.load(seeded_weights, weights_only=True)
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(init))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lizaalert_tagger.train", "--images", str(tiny_set / "images"), "--labels",
+           str(tiny_set / "labels.csv"), "--out", str(out), "--init", str(init), "--head-weight", "dog_handler=2",
+           "--epochs", "40", "--final-epochs", "0", "--low-res", "32", "--batch-size", "4", "--precision", "fp32",
+           "--threads", "1", "--jobs", "1", "--log-seconds", "0", "--checkpoint-minutes", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and '"step"' in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert "continue with the same command and --resume" in stderr and (out / "checkpoint.pt").exists()
+    stopped = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    total_steps = stopped_total = None
+    for line in log.read_text().splitlines():
+        stopped_total = json.loads(line).get("total_passes", stopped_total)
+    total_steps = stopped_total // 4
+    assert 0 < stopped < total_steps
+    # the checkpoint holds the exact one-cycle position: resuming goes on from that step
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"at step {stopped} of {total_steps}" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["image_passes"] == total_steps * 4 and metrics["head_weights"] == {"dog_handler": 2.0}
+    assert metrics["precision"] == "fp32" and metrics["init"] == str(init)

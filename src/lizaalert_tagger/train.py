@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,12 +50,41 @@ from tqdm import tqdm
 from lizaalert_tagger.labels_csv import read_labels, resolve_images
 from lizaalert_tagger.scoring import score_codes
 from lizaalert_tagger.decode import codes_from_logits as decode_codes
-from lizaalert_tagger.model import LizaAlertTagger
+from lizaalert_tagger.model import LizaAlertTagger, load_tagger
 from lizaalert_tagger.preprocess import ImageError, decode_image, normalize, resize_for_model
 from lizaalert_tagger.service import run_inference
 from lizaalert_tagger.spec import DEFAULT_SPEC_PATH, AttributeSpec, Preprocessing, load_spec
 
 IMAGENET_URL_HINT = "torchvision's ResNet34_Weights.IMAGENET1K_V1"
+STOPPED = 3  # exit status of a run stopped by a signal after writing its checkpoint (continue with --resume)
+
+
+def parse_head_weights(items: list[str], spec: AttributeSpec) -> dict[str, float]:
+    """``["dog_handler=2", ...]`` -> ``{"dog_handler": 2.0}``; every key must be in the spec."""
+    weights = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or key not in spec.keys or not weight > 0:
+            raise ValueError(f"--head-weight: expected KEY=W with KEY one of {list(spec.keys)} and W > 0, got {item!r}")
+        weights[key] = weight
+    return weights
+
+
+def cpu_model() -> str:
+    """The CPU's model name (figures name the CPU they ran on), e.g. 'AMD EPYC 9R14'."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 # --- data ---------------------------------------------------------------------
@@ -77,7 +107,8 @@ def load_pixels(paths: list[Path], spec: AttributeSpec, jobs: int) -> tuple[torc
     kept, problems = [], []
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(_load_pixels, [(str(p), pre) for p in paths], chunksize=16)
-        for i, result in enumerate(tqdm(results, total=len(paths), desc="decode", unit="img", leave=False)):
+        for i, result in enumerate(tqdm(results, total=len(paths), desc="decode", unit="img", leave=False,
+                                          disable=not sys.stderr.isatty())):
             if isinstance(result, str):
                 problems.append(result)
             else:
@@ -156,9 +187,14 @@ class TaggerLoss(torch.nn.Module):
     ``masks`` (optional, per binary key) leaves examples out of that head's loss.
     """
 
-    def __init__(self, spec: AttributeSpec, targets: dict[str, torch.Tensor], max_pos_weight: float = 10.0) -> None:
+    def __init__(self, spec: AttributeSpec, targets: dict[str, torch.Tensor], max_pos_weight: float = 10.0,
+                 head_weights: dict[str, float] | None = None) -> None:
         super().__init__()
         self.spec = spec
+        unknown = sorted(set(head_weights or {}) - set(spec.keys))
+        if unknown:
+            raise ValueError(f"head weights for unknown attributes {unknown}; the spec has {list(spec.keys)}")
+        self.head_weights = {a.key: float((head_weights or {}).get(a.key, 1.0)) for a in spec.attributes}
         for a in spec.attributes:
             if a.is_binary:
                 pos = float(targets[a.key].sum())
@@ -174,13 +210,15 @@ class TaggerLoss(torch.nn.Module):
                 mask = (masks or {}).get(a.key)
                 losses = F.binary_cross_entropy_with_logits(part[:, 0], targets[a.key].float(), reduction="none",
                                                             pos_weight=getattr(self, f"pos_weight_{a.key}"))
-                total = total + (losses.mean() if mask is None else (losses * mask).sum() / mask.sum().clamp(min=1.0))
+                head = losses.mean() if mask is None else (losses * mask).sum() / mask.sum().clamp(min=1.0)
             else:
-                total = total + F.cross_entropy(part, targets[a.key])
+                head = F.cross_entropy(part, targets[a.key])
+            total = total + self.head_weights[a.key] * head
         return total
 
 
 def use_bf16() -> bool:
+    """Whether oneDNN reports native bf16 on this CPU (AMX or AVX-512 BF16); emulated bf16 is many times slower."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
@@ -316,13 +354,14 @@ class Trainer:
         boxes: list[list[list]] | None = None,
         ema_passes: int = 0,
         weight_decay: float = 1e-4,
+        head_weights: dict[str, float] | None = None,
     ) -> None:
         if any(p.mode == "crop" for p in phases) and boxes is None:
             raise ValueError("crop phases need the objects' boxes (boxes.json from make_scenes.py); real photos: use --low-res-mode resize")
         # on a GPU the whole uint8 cache (20,000 photos: 3.9 GB) lives on the device: batches are gathered there
         self.model, self.pixels, self.targets, self.spec = model, (pixels.to(device) if device.type == "cuda" else pixels), targets, spec
         self.phases, self.batch_size, self.device, self.bf16, self.boxes = phases, batch_size, device, bf16, boxes
-        self.loss_fn = TaggerLoss(spec, targets).to(device)
+        self.loss_fn = TaggerLoss(spec, targets, head_weights=head_weights).to(device)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=phases[0].lr if phases else 1e-3, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
         self.ema = None
@@ -334,6 +373,7 @@ class Trainer:
         self.order = torch.empty(0, dtype=torch.long)
         self.cursor = 0
         self.running_loss: float | None = None
+        self.stop_requested = False  # set by a signal handler: the loop ends after the current step
         self.mean, self.std = self._norm_constants()
 
     @property
@@ -425,7 +465,7 @@ class Trainer:
             bar.set_postfix_str(f"{phase.name} loss={self.running_loss:.3f} lr={lr:.1e}", refresh=False)
             if on_step is not None:
                 on_step(self)
-            if max_seconds and time.monotonic() - start > max_seconds:
+            if self.stop_requested or (max_seconds and time.monotonic() - start > max_seconds):
                 bar.close()
                 return False
         bar.close()
@@ -519,6 +559,24 @@ def seconds_per_step(model: LizaAlertTagger, pixels: torch.Tensor, targets: dict
     return (marks[warmup + timed] - marks[warmup]) / timed
 
 
+def choose_bf16(requested: str, device: torch.device, measure) -> tuple[bool, str]:
+    """bf16 autocast or fp32 for this run, and why (logged: the host CPU changes from day to day).
+
+    ``requested``: ``bf16``, ``fp32`` or ``auto``; for ``auto`` on a CPU with native bf16, ``measure(bf16)``
+    times a few training steps of each (seconds per image-pass) and the faster wins (bf16 is several times faster with AMX,
+    less so with AVX-512 BF16 alone, and slower where it is emulated)."""
+    if requested != "auto":
+        return requested == "bf16", f"--precision {requested}"
+    if device.type == "cuda":
+        return True, "CUDA: bf16 autocast"
+    if not use_bf16():
+        return False, "this CPU has no native bf16 (oneDNN): fp32"
+    fp32, bf16 = measure(False), measure(True)
+    choice = bf16 < fp32
+    return choice, (f"measured {1 / fp32:.1f} image-passes/s in fp32 and {1 / bf16:.1f} in bf16: "
+                    f"{'bf16' if choice else 'fp32'}")
+
+
 def fit_epochs(args: argparse.Namespace, seconds: float, train_count: int, full_size: int, step_seconds) -> int:
     """The most ``--epochs`` whose phases take at most ``seconds`` (``step_seconds(phase)``: measured per phase)."""
     def cost(epochs: int) -> float:
@@ -566,7 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output directory (weights.pt, attributes.json, metrics.json)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="attribute spec to train (default: %(default)s)")
     parser.add_argument("--weights", help="ImageNet ResNet34 weights: a local .pth file, or 'download' (needs internet); default: from scratch")
-    parser.add_argument("--init", type=Path, help="start from a tagger state dict (e.g. an earlier weights.pt) instead")
+    parser.add_argument("--init", type=Path,
+                        help="start from a tagger's weights instead: .safetensors (e.g. models/default/weights.safetensors) "
+                             "or a state dict such as an earlier weights.pt")
+    parser.add_argument("--head-weight", action="append", default=[], metavar="KEY=W",
+                        help="multiply one attribute's loss by W (repeatable; e.g. dog_handler=2; default: all 1)")
     parser.add_argument("--epochs", type=int, default=10, help="total epochs (default: %(default)s)")
     parser.add_argument("--final-epochs", type=int, default=1,
                         help="last epochs at the served resolution, with their own learning-rate cycle (default: %(default)s)")
@@ -593,9 +655,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: %(default)s: CUDA if present)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--jobs", type=int, default=0, help="decode processes (default: all cores)")
-    parser.add_argument("--no-bf16", action="store_true", help="train in fp32 even where bf16 autocast is available")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="'auto': bf16 autocast on CUDA; on a CPU with native bf16, a few steps of each are timed "
+                             "and the faster is used (logged); fp32 elsewhere (default: %(default)s)")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                        help="write OUT/checkpoint.pt this often, to continue with --resume (default: %(default)s; 0: never)")
+                        help="write OUT/checkpoint.pt this often, to continue with --resume (default: %(default)s; 0: never); "
+                             "SIGTERM or Ctrl-C also writes it, then stops")
+    parser.add_argument("--log-seconds", type=float, default=60.0,
+                        help="print passes done and remaining, speed and ETA this often (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same data and schedule)")
     parser.add_argument("--fit-seconds", type=float, default=0.0,
                         help="choose --epochs so that training takes about this many seconds on this machine "
@@ -629,17 +696,24 @@ def main(argv: list[str] | None = None) -> int:
         train_idx, val_idx = split_indices(len(rows), args.val_fraction, args.seed)
         val_pixels, val_rows = pixels[val_idx], [rows[i] for i in val_idx.tolist()]
     targets = targets_from_codes(rows, spec)
-    model = LizaAlertTagger(spec)
-    if args.init:
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
-    elif args.weights:
+    try:
+        head_weights = parse_head_weights(args.head_weight, spec)
+        model = load_tagger(args.init, spec).train() if args.init else LizaAlertTagger(spec)
+    except (OSError, ValueError) as e:
+        print(f"lizaalert-train: {e}", file=sys.stderr)
+        return 2
+    if not args.init and args.weights:
         load_imagenet_trunk(model, args.weights)
     model = model.to(device, memory_format=torch.channels_last)
-    bf16 = (device.type == "cuda" or use_bf16()) and not args.no_bf16
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_pixels, train_targets = pixels[train_idx], {k: v[train_idx] for k, v in targets.items()}
     train_boxes = [boxes[i] for i in train_idx.tolist()] if boxes is not None else None
+    probe_phase = plan_phases(args, len(train_idx), spec.preprocessing.size[0])[0]
+    bf16, why = choose_bf16(args.precision, device, lambda b: seconds_per_step(
+        model, train_pixels, train_targets, spec, probe_phase, batch_size=args.batch_size, device=device, bf16=b,
+        boxes=train_boxes, ema_passes=args.ema_passes) / args.batch_size)
+    print(f"precision: {'bf16' if bf16 else 'fp32'} ({why})", flush=True)
     if args.fit_seconds:
         if args.resume:
             print("train.py: --fit-seconds and --resume: give the --epochs that the interrupted run chose", file=sys.stderr)
@@ -660,8 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = Trainer(model, train_pixels, train_targets, spec, phases,
                           batch_size=args.batch_size, seed=args.seed, device=device, bf16=bf16,
-                          boxes=train_boxes,
-                          ema_passes=args.ema_passes)
+                          boxes=train_boxes, ema_passes=args.ema_passes, head_weights=head_weights)
     except ValueError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return 2
@@ -685,12 +758,30 @@ def main(argv: list[str] | None = None) -> int:
           f"threads={torch.get_num_threads()}; {plan}", flush=True)
 
     train_start = time.monotonic()
-    last_checkpoint = time.monotonic()
+    last_checkpoint = last_report = time.monotonic()
+    report_passes = trainer.image_passes
     log = (args.out / "train_log.jsonl").open("a", encoding="utf-8")
+    log.write(json.dumps({"start": time.strftime("%Y-%m-%dT%H:%M:%S"), "image_passes": trainer.image_passes,
+                          "total_passes": trainer.total_steps * trainer.batch_size, "precision": "bf16" if bf16 else "fp32",
+                          "precision_why": why, "device": str(device), "cpu": cpu_model() if device.type == "cpu" else None}) + "\n")
+
+    def on_signal(signum, frame) -> None:  # noqa: ARG001
+        trainer.stop_requested = True
+        print(f"\nlizaalert-train: signal {signum}: stopping after this step and writing {checkpoint}", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def on_step(t: Trainer) -> None:
-        nonlocal last_checkpoint
+        nonlocal last_checkpoint, last_report, report_passes
         seconds = elapsed_before + time.monotonic() - train_start
+        now = time.monotonic()
+        if args.log_seconds and now - last_report >= args.log_seconds:
+            total = t.total_steps * t.batch_size
+            rate = (t.image_passes - report_passes) / (now - last_report)
+            remain = total - t.image_passes
+            print(f"passes {t.image_passes:,} of {total:,} done, {remain:,} remain; {rate:.1f} passes/s, "
+                  f"ETA {remain / max(rate, 1e-9) / 60:.0f} min; loss {t.running_loss:.4f}", flush=True)
+            last_report, report_passes = now, t.image_passes
         if args.snapshot_every and t.image_passes // args.snapshot_every > (t.image_passes - t.batch_size) // args.snapshot_every:
             snap = args.out / "snapshots" / f"passes_{t.image_passes:08d}.pt"
             snap.parent.mkdir(exist_ok=True)
@@ -704,9 +795,21 @@ def main(argv: list[str] | None = None) -> int:
             save_checkpoint(t, checkpoint, train_seconds=seconds)
             last_checkpoint = time.monotonic()
 
-    trainer.run(on_step=on_step)
-    log.close()
+    try:
+        finished = trainer.run(on_step=on_step, progress=sys.stderr.isatty())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     train_seconds = elapsed_before + time.monotonic() - train_start
+    if not finished:
+        save_checkpoint(trainer, checkpoint, train_seconds=train_seconds)
+        log.write(json.dumps({"stopped": time.strftime("%Y-%m-%dT%H:%M:%S"), "image_passes": trainer.image_passes,
+                              "seconds": round(train_seconds, 1)}) + "\n")
+        log.close()
+        print(f"lizaalert-train: stopped at {trainer.image_passes:,} of {trainer.total_steps * trainer.batch_size:,} "
+              f"image-passes; {checkpoint} written: continue with the same command and --resume", file=sys.stderr)
+        return STOPPED
+    log.close()
 
     candidates = {"weights": trainer.model}
     if trainer.ema is not None:
@@ -731,6 +834,11 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "image_passes": trainer.image_passes,
         "device": str(device),
+        "cpu": cpu_model() if device.type == "cpu" else None,
+        "precision": "bf16" if bf16 else "fp32",
+        "precision_why": why,
+        "head_weights": {k: w for k, w in head_weights.items() if w != 1.0},
+        "init": str(args.init) if args.init else None,
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.monotonic() - start, 1),
     }
