@@ -13,7 +13,7 @@
 #            model_store/lizaalert_tagger.mar from the weights shipped in
 #            models/default/ (lizaalert-default-model, as `make model` does; no
 #            training) and the image's two TorchServe configs from the one
-#            config.properties (lizaalert_tagger.deploy_config)
+#            config.properties (lizaalert_tagger.ops.deploy_config)
 #   runtime  slim Python 3.11 + Java 17 JRE + the venv + the package + the
 #            archive, non-root
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -31,7 +31,7 @@ COPY requirements.txt /tmp/requirements.txt
 # version label and exists only on that index, so these two cannot silently
 # come from PyPI; everything else resolves from PyPI as usual (one resolve,
 # one consistent set). The version numbers are requirements.txt's:
-# tests/deploy/test_dockerfile.py checks every pin here against it, and --constraint
+# tests/unit/deploy/test_dockerfile.py checks every pin here against it, and --constraint
 # makes pip refuse a drift at build time too ("2.14.1+cpu" satisfies "==2.14.1").
 # Only what the server runs is installed: requirements.txt also holds the
 # test, training and client tools (pytest, hypothesis, scikit-learn, ...).
@@ -61,8 +61,8 @@ RUN pip install --constraint /tmp/requirements.txt --no-deps --no-build-isolatio
 # The image's TorchServe configs, generated from the project's one config.properties:
 # config.properties for `docker run` (tokens on), pod.properties behind nginx (docs/deploy.md).
 COPY config.properties ./
-RUN python -m lizaalert_tagger.deploy_config --profile container --source config.properties --out /src/image/config.properties \
- && python -m lizaalert_tagger.deploy_config --profile pod --source config.properties --out /src/image/pod.properties
+RUN python -m lizaalert_tagger.ops.deploy_config --profile container --source config.properties --out /src/image/config.properties \
+ && python -m lizaalert_tagger.ops.deploy_config --profile pod --source config.properties --out /src/image/pod.properties
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Java 17 for TorchServe's frontend; tini as PID 1 (below). Debian package

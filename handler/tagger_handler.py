@@ -13,11 +13,11 @@ of the batch are answered normally.
 ``POST /explanations/<model>`` (TorchServe marks such a request with the header
 ``explain: True``; a batch may mix them with predictions, so each request is
 looked at) answers the prediction plus a Grad-CAM map per attribute
-(``lizaalert_tagger.explain``), computed with the archive's fp32 weights, loaded
+(``lizaalert_tagger.vision.explain``), computed with the archive's fp32 weights, loaded
 on the first explanation when predictions are served by int8.
 
 Settings come from the archive's ``model-config.yaml`` under ``handler:``
-(see ``lizaalert_tagger.service.HandlerSettings``), so an operator can change precision or threads
+(see ``lizaalert_tagger.serving.service.HandlerSettings``), so an operator can change precision or threads
 without rebuilding code.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
-from lizaalert_tagger.decode import decode_logits
-from lizaalert_tagger.explain import (
+from lizaalert_tagger.vision.answers import decode_logits
+from lizaalert_tagger.vision.explain import (
     ExplainOptions,
     GradCAM,
     explain_options,
@@ -44,8 +44,8 @@ from lizaalert_tagger.explain import (
     explanation_json,
     overlay_png_base64,
 )
-from lizaalert_tagger.preprocess import ImageError
-from lizaalert_tagger.service import (
+from lizaalert_tagger.vision.preprocess import ImageError
+from lizaalert_tagger.serving.service import (
     WEIGHTS_FILENAME,
     HandlerSettings,
     PreparedBatch,
@@ -56,7 +56,7 @@ from lizaalert_tagger.service import (
     prepare_batch,
     run_inference,
 )
-from lizaalert_tagger.spec import SPEC_FILENAME, load_spec
+from lizaalert_tagger.common.spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)
 

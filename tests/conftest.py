@@ -6,6 +6,7 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -27,9 +28,34 @@ def make_photo(fmt: str = "JPEG", size=(640, 480), mode: str = "RGB", color=(40,
     return buf.getvalue()
 
 
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+PHOTO_CASES = {  # every photo mode and format the decoder must turn into 3x256x256
+    "jpeg": lambda: make_photo("JPEG"),
+    "progressive_jpeg": lambda: make_photo("JPEG", progressive=True),
+    "png": lambda: make_photo("PNG"),
+    "grayscale": lambda: make_photo("PNG", mode="L"),
+    "rgba": lambda: make_photo("PNG", mode="RGBA"),
+    "palette": lambda: make_photo("PNG", mode="P"),
+    "cmyk_jpeg": lambda: make_photo("JPEG", mode="CMYK"),
+    "16bit": lambda: png(Image.fromarray(np.full((50, 70), 40000, dtype=np.uint16))),
+    "webp": lambda: make_photo("WEBP"),
+    "bmp": lambda: make_photo("BMP"),
+    "tiff": lambda: make_photo("TIFF"),
+    "gif": lambda: make_photo("GIF"),
+    "1x1": lambda: make_photo("PNG", size=(1, 1)),
+    "very_thin": lambda: make_photo("PNG", size=(3000, 2)),
+    "very_tall": lambda: make_photo("JPEG", size=(3, 2000)),
+}
+
+
 @pytest.fixture(scope="session")
 def spec():
-    from lizaalert_tagger.spec import load_spec
+    from lizaalert_tagger.common.spec import load_spec
 
     return load_spec()
 
@@ -37,7 +63,7 @@ def spec():
 @pytest.fixture(scope="session")
 def seeded_weights(tmp_path_factory) -> Path:
     """Random-initialised weights from a fixed seed (nothing here is about accuracy)."""
-    from lizaalert_tagger.model import LizaAlertTagger
+    from lizaalert_tagger.vision.model import LizaAlertTagger
 
     torch.manual_seed(1234)
     path = tmp_path_factory.mktemp("weights") / "weights.pt"
@@ -48,8 +74,8 @@ def seeded_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, seeded_weights) -> Path:
     """A directory laid out like an extracted archive (what TorchServe's worker sees)."""
-    from lizaalert_tagger.archive import HANDLER_FILE, PACKAGE_DIR, SPEC_NAME, WEIGHTS_NAME, build_int8, copy_package
-    from lizaalert_tagger.quantize import INT8_FILENAME
+    from lizaalert_tagger.ops.archive import HANDLER_FILE, PACKAGE_DIR, SPEC_NAME, WEIGHTS_NAME, build_int8, copy_package
+    from lizaalert_tagger.vision.quantize import INT8_FILENAME
 
     d = tmp_path_factory.mktemp("model_dir")
     for name in (HANDLER_FILE, SPEC_NAME, "model-config.yaml"):
@@ -74,7 +100,7 @@ def load_handler_module(model_dir: Path):
     """The adapter file of an archive-shaped dir, imported by its path (the worker finds it the same way)."""
     import importlib.util
 
-    from lizaalert_tagger.archive import HANDLER_FILE
+    from lizaalert_tagger.ops.archive import HANDLER_FILE
 
     module_spec = importlib.util.spec_from_file_location("tagger_handler", model_dir / HANDLER_FILE)
     module = importlib.util.module_from_spec(module_spec)
@@ -178,7 +204,7 @@ def loopback_server():
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, seeded_weights) -> Path:
     """A temp model store holding the default archive built from seeded weights."""
-    from lizaalert_tagger.archive import build_archive
+    from lizaalert_tagger.ops.archive import build_archive
 
     store = tmp_path_factory.mktemp("model_store")
     build_archive(seeded_weights, "1.0", store=store, file_name="lizaalert_tagger.mar")
@@ -187,7 +213,7 @@ def model_store(tmp_path_factory, seeded_weights) -> Path:
 
 def start_server(run_dir: Path, store: Path, **overrides):
     """Start TorchServe with the project's config, overriding only ports, paths and ``overrides``."""
-    from lizaalert_tagger.runtime import TorchServe, free_port
+    from lizaalert_tagger.ops.runtime import TorchServe, free_port
 
     ports = (free_port(), free_port(), free_port())
     ts = TorchServe(run_dir=run_dir, model_store=store, ports=ports, overrides={k: str(v) for k, v in overrides.items()})
@@ -208,7 +234,7 @@ def server(tmp_path_factory, model_store):
 
 @pytest.fixture()
 def client(server):
-    from lizaalert_tagger.client import TaggerClient
+    from lizaalert_tagger.client.http import TaggerClient
 
     return TaggerClient(server.inference_url, server.management_url, server.key_file)
 
@@ -218,7 +244,7 @@ def run_tagctl(server, *args) -> tuple[int, str]:
     import contextlib
     import io
 
-    from lizaalert_tagger import tagctl
+    from lizaalert_tagger.client import tagctl
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

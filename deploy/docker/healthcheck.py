@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Health check of the tagger's TorchServe from inside its container: the project's readiness check.
 
-Healthy means what ``lizaalert_tagger.client.TaggerClient`` calls healthy and
+Healthy means what ``lizaalert_tagger.client.http.TaggerClient`` calls healthy and
 ready: ``GET /ping`` answers Healthy, and the model has at least one READY
 worker (``TaggerClient.model_ready``, the describe call of the management API),
 i.e. the model really answers, not just the Java frontend.
@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lizaalert_tagger.client import MODEL_NAME, TaggerClient
+from lizaalert_tagger.client.http import MODEL_NAME, TaggerClient
 
 DEFAULT_KEY_FILE = Path("/home/tagger/run/key_file.json")  # the image's WORKDIR
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"

@@ -1,17 +1,18 @@
 """LizaAlert photo tagger: 11 attributes of search-and-rescue photos, served by TorchServe.
 
-Modules, by concern (the import rules between them are in ``.importlinter``):
+Subpackages, from the bottom layer up (``.importlinter`` enforces the order; docs/architecture.md):
 
-- core, free of any server: ``spec`` (the attribute table), ``model``, ``preprocess``,
-  ``decode``, ``quantize`` (int8) and ``service`` (settings, payloads, batches);
-- evaluation: ``labels_csv`` (the seed's CSV), ``scoring``;
-- the HTTP client, without torch: ``client`` and its CLI ``tagctl``;
-- running TorchServe here: ``runtime``, ``serve``, ``archive``;
-- training: ``train``, ``learning_curve``, ``default_model``, ``seed_import`` and the
-  scene generator ``scenes``;
-- measuring: ``bench``, ``parity``, ``soak``.
+- ``common``: torch-free foundations (the attribute spec, file names, photo formats, labels CSV,
+  EXIF, scoring, overlays);
+- ``vision``: the network and its pure pixel path (model, preprocessing, answers, int8, Grad-CAM);
+- ``serving``: server-neutral request handling behind the thin TorchServe adapter in ``handler/``;
+- ``client``: the HTTP client, the field report and the ``tagctl`` command line, without torch;
+- ``scenes``: the labelled synthetic scene generator;
+- ``ops``: running TorchServe, archives, deployment config;
+- ``training``: the trainer, the default model's recipes, seed import, the learning curve;
+- ``bench``: benchmarks and quality checks.
 
-Importing the package imports nothing heavy: ``import lizaalert_tagger.client`` stays light.
+Importing the package imports nothing heavy: ``import lizaalert_tagger.client.http`` stays light.
 """
 
 __version__ = "1.1.0"

@@ -27,7 +27,7 @@ from pathlib import Path
 from lizaalert_tagger.scenes.dataset import frequency_table, make_dataset
 from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, MAX_BOOSTED_PROBABILITY, check_spec
 from lizaalert_tagger.scenes.sheet import contact_sheet
-from lizaalert_tagger.spec import load_spec
+from lizaalert_tagger.common.spec import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:

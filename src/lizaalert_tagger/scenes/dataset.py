@@ -9,11 +9,11 @@ import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
 
-from lizaalert_tagger.labels_csv import write_labels
+from lizaalert_tagger.common.labels_csv import write_labels
 from lizaalert_tagger.scenes.exif import with_exif
 from lizaalert_tagger.scenes.plan import tag_boxes
 from lizaalert_tagger.scenes.render import generate
-from lizaalert_tagger.spec import AttributeSpec
+from lizaalert_tagger.common.spec import AttributeSpec
 
 
 def image_name(index: int) -> str:

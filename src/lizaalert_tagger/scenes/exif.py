@@ -134,7 +134,7 @@ def with_exif(jpeg: bytes, seed: int, index: int, labels: dict[str, int], fracti
 
 
 def expected_time(info: SceneExif) -> str:
-    """The ISO time ``lizaalert_tagger.exif.read_exif`` reads back from ``info``."""
+    """The ISO time ``lizaalert_tagger.common.exif.read_exif`` reads back from ``info``."""
     return info.time.isoformat() + (info.offset or "")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from lizaalert_tagger.scenes.paint import Frame
-from lizaalert_tagger.spec import AttributeSpec
+from lizaalert_tagger.common.spec import AttributeSpec
 
 # --- what the generator knows about the spec's codes -----------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lizaalert_tagger.scenes.plan import EXPECTED_CODES, OBJECT_FOR_TAG, ScenePlan, plan_scene
 from lizaalert_tagger.scenes.render import encode_jpeg, render_photo
-from lizaalert_tagger.spec import AttributeSpec
+from lizaalert_tagger.common.spec import AttributeSpec
 from PIL import Image, ImageDraw, ImageFont
 
 

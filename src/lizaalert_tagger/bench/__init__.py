@@ -1,0 +1,1 @@
+"""Benchmarks and quality checks: bench, soak, field bench, profile, parity, pointing game."""

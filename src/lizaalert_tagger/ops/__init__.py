@@ -1,0 +1,1 @@
+"""Running TorchServe: properties, process lifecycle, archives, deployment config."""

@@ -1,0 +1,1 @@
+"""Server-neutral request handling: settings, request parsing, batches, errors (no TorchServe import)."""

@@ -1,0 +1,323 @@
+"""Grad-CAM explanations: where the model looked, for each of the 11 attributes.
+
+Pure torch and the spec: no TorchServe import (``.importlinter``: the core is server-free),
+so the handler, the pointing game (``pointing.py``) and the benchmark share this code.
+
+How one batch is explained (:meth:`GradCAM.explain`):
+
+1. the trunk runs up to ``layer`` once, without autograd (the early layers never see a
+   backward pass);
+2. that activation ``A`` (``[B, C, h, w]``) becomes a leaf that requires grad, and the rest of
+   the network (the later layers, the pooling and the 11 heads) runs once on it, recording a
+   graph;
+3. per attribute, one ``torch.autograd.grad(score, A, retain_graph=True)``: the target score
+   is the chosen class's logit for a categorical attribute, the logit for a present binary
+   attribute and its negative for an absent one (the evidence *for* the value explained);
+4. Grad-CAM: ``relu(sum_c mean_hw(dscore/dA_c) * A_c)``, divided by its maximum, so each map
+   is in ``[0, 1]`` with its peak at 1 (all zeros when nothing in the photo supports the
+   value).
+
+The rows of a batch are independent (BatchNorm and Dropout in eval mode), so one backward of
+the batch's summed score gives every row's gradient.
+
+The map covers the photo as the model saw it: squashed to the spec's size (256x256), so a
+cell ``(i, j)`` of an ``h x w`` map covers the fractions ``[j/w, (j+1)/w] x [i/h, (i+1)/h]``
+of the original photo, whatever its aspect ratio.
+
+The layer: ``layer3`` (16x16 at 256 px) by default, chosen with the pointing game
+(``lizaalert-pointing-game``; the figures are in the README's "Explanations" section).
+Parameters never need gradients here: :class:`GradCAM` switches them off, so a backward
+computes only what the activation's gradient needs.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lizaalert_tagger.vision.answers import codes_from_logits
+from lizaalert_tagger.vision.model import LizaAlertTagger, load_tagger
+from lizaalert_tagger.vision.preprocess import ImageError
+from lizaalert_tagger.common.spec import Attribute, AttributeSpec
+
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
+DEFAULT_LAYER = "layer3"
+_STEM = ("conv1", "bn1", "relu", "maxpool")
+MAP_DECIMALS = 3  # 16x16 maps x 11 attributes: ~15 KB of JSON per photo
+METHOD = "grad-cam"
+
+# Request options (JSON keys or multipart form fields; see explain_options. TorchServe 0.12 drops
+# the query parameters of /explanations before the handler, so a query string does not work there).
+TARGET_KEY = "target"
+OVERLAY_KEY = "overlay"
+OVERLAY_LONG_SIDE = 768  # the server's overlay PNG: the photo's long side in px
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+# --- Grad-CAM -------------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """The maps of one batch: ``maps[b, k]`` is attribute ``spec.attributes[k]``'s map of row ``b``."""
+
+    logits: torch.Tensor  # [B, num_logits]: the explaining (fp32) model's logits
+    maps: torch.Tensor  # [B, len(spec.attributes), h, w], float in [0, 1]
+    codes: list[dict[str, int]]  # per row: the value explained for each attribute
+    layer: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.maps.shape[-2]), int(self.maps.shape[-1])
+
+
+class GradCAM:
+    """Grad-CAM maps for every attribute of a :class:`LizaAlertTagger` at one trunk layer."""
+
+    def __init__(self, model: LizaAlertTagger, layer: str = DEFAULT_LAYER) -> None:
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+        if not isinstance(model, LizaAlertTagger):
+            raise TypeError(f"Grad-CAM needs the fp32 LizaAlertTagger (autograd), got {type(model).__name__}")
+        self.model = model.eval()
+        model.requires_grad_(False)  # only the activation needs a gradient
+        self.spec: AttributeSpec = model.spec
+        self.layer = layer
+        trunk = model.trunk
+        names = [*_STEM, *LAYERS]
+        cut = names.index(layer) + 1
+        self._before = [getattr(trunk, name) for name in names[:cut]]
+        self._after = [getattr(trunk, name) for name in names[cut:]]
+        self._channels_last = trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+    def activation(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk up to ``layer``, without autograd."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"Expected a [batch, 3, H, W] tensor. Got {tuple(images.shape)}.")
+        x = images.contiguous(memory_format=torch.channels_last) if self._channels_last else images
+        with torch.no_grad():
+            for module in self._before:
+                x = module(x)
+        return x
+
+    def rest(self, activation: torch.Tensor) -> torch.Tensor:
+        """From ``layer``'s output to the logits: the later layers, pooling, the heads."""
+        x = activation
+        for module in self._after:
+            x = module(x)
+        trunk = self.model.trunk
+        features = trunk.fc(torch.flatten(trunk.avgpool(x), 1))
+        return self.model.forward_head(features)
+
+    def explain(self, images: torch.Tensor, targets: Sequence[Mapping[str, int]] | None = None) -> Explanation:
+        """Maps for every attribute of every row: one forward, one backward per attribute.
+
+        ``targets[b]``: the value (code) to explain per attribute key for row ``b``; the
+        attributes it leaves out explain this model's own decision. Codes are checked
+        (:func:`parse_target` makes them from a request).
+        """
+        if targets is not None and len(targets) != images.shape[0]:
+            raise ValueError(f"{len(targets)} targets for {images.shape[0]} photos")
+        with torch.inference_mode(False), torch.enable_grad():
+            activation = self.activation(images).detach().requires_grad_(True)
+            logits = self.rest(activation)
+            decided = codes_from_logits(logits.detach(), self.spec)
+            codes = []
+            for row in range(images.shape[0]):
+                asked = targets[row] if targets is not None else {}
+                codes.append({a.key: int(asked.get(a.key, decided[a.key][row])) for a in self.spec.attributes})
+            maps = []
+            for a in self.spec.attributes:
+                score = target_scores(logits, a, [c[a.key] for c in codes]).sum()
+                (grad,) = torch.autograd.grad(score, activation, retain_graph=True)
+                maps.append(grad_cam(activation.detach(), grad))
+        return Explanation(logits=logits.detach(), maps=torch.stack(maps, dim=1), codes=codes, layer=self.layer)
+
+
+def target_scores(logits: torch.Tensor, attribute: Attribute, codes: Sequence[int]) -> torch.Tensor:
+    """``[B]``: the score whose gradient explains ``codes`` (one per row) of ``attribute``.
+
+    Binary: the logit for present (code 1), its negative for absent. Categorical: the logit
+    of the class with that code.
+    """
+    part = logits[:, attribute.logits[0]:attribute.logits[1]]
+    if attribute.is_binary:
+        sign = torch.tensor([1.0 if code else -1.0 for code in codes], dtype=part.dtype, device=part.device)
+        return part[:, 0] * sign
+    index = {cls.code: i for i, cls in enumerate(attribute.classes)}
+    try:
+        columns = torch.tensor([index[code] for code in codes], device=part.device)
+    except KeyError as e:
+        raise ValueError(f"{attribute.key}: no class with code {e.args[0]}; codes are {attribute.codes}") from None
+    return part.gather(1, columns[:, None])[:, 0]
+
+
+def grad_cam(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` activation and gradient -> ``[B, h, w]`` maps in [0, 1] (peak 1, or all 0)."""
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activation).sum(dim=1))
+    peak = cam.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+
+
+def peak_fraction(cam: torch.Tensor) -> tuple[float, float]:
+    """``(x, y)``: the centre of a ``[h, w]`` map's highest cell, in fractions of the photo."""
+    h, w = cam.shape
+    flat = int(torch.argmax(cam.reshape(-1)))
+    return ((flat % w) + 0.5) / w, ((flat // w) + 0.5) / h
+
+
+# --- the model that explains ------------------------------------------------------------
+
+
+def explaining_model(served: torch.nn.Module, model_dir: str | Path, spec: AttributeSpec,
+                     weights_name: str = "weights.pt", *, channels_last: bool = False) -> LizaAlertTagger:
+    """The fp32 network for Grad-CAM: the served one when it is fp32/bf16 (bf16 is autocast over
+    fp32 weights), else (int8 TorchScript, no autograd) the archive's fp32 weights, loaded now
+    (``channels_last``: in that memory format, which makes its forward pass about 20 % faster)."""
+    if isinstance(served, LizaAlertTagger):
+        return served
+    model = load_tagger(Path(model_dir) / weights_name, spec)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def explanation_json(explanation: Explanation, row: int, spec: AttributeSpec,
+                     requested: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """``{key: {"value", "label", "target", "shape", "map"}}`` for one row.
+
+    ``target`` is ``"requested"`` for a value the request named, ``"predicted"`` otherwise.
+    """
+    h, w = explanation.shape
+    maps = explanation.maps[row].detach().float().cpu()
+    out: dict[str, Any] = {}
+    for k, a in enumerate(spec.attributes):
+        code = explanation.codes[row][a.key]
+        out[a.key] = {
+            "value": code,
+            "label": a.class_for(code).label,
+            "target": "requested" if requested and a.key in requested else "predicted",
+            "shape": [h, w],
+            "map": [[round(float(v), MAP_DECIMALS) for v in line] for line in maps[k].tolist()],
+        }
+    return out
+
+
+def explanation_info(layer: str, model_precision: str = "fp32") -> dict[str, Any]:
+    """What the maps are, for the answer's ``"explained_with"``."""
+    return {"method": METHOD, "layer": layer, "model_precision": model_precision,
+            "map_covers": "the whole photo, squashed to the model's input (cell [i][j] of an h x w map covers "
+                          "columns j/w..(j+1)/w and rows i/h..(i+1)/h of the photo)"}
+
+
+def overlay_png_base64(photo: bytes, answer: Mapping[str, Any], long_side: int = OVERLAY_LONG_SIDE) -> str:
+    """The photo with the maps of its present tags drawn over it and a legend, as base64 PNG."""
+    from lizaalert_tagger.common.overlay import draw_overlay, open_photo
+
+    image = draw_overlay(open_photo(photo, long_side), answer)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=False, compress_level=6)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --- request options ---------------------------------------------------------------------
+
+
+@dataclass
+class ExplainOptions:
+    target: dict[str, int]  # attribute key -> the code to explain instead of the predicted one
+    overlay: bool = False
+
+
+def explain_options(request: Mapping[str, Any], spec: AttributeSpec) -> ExplainOptions:
+    """The explanation options of one TorchServe request; :class:`ImageError` (400) when malformed.
+
+    - JSON body: ``{"data": "<base64>", "target": {"car": 1, "season": "winter"}, "overlay": true}``;
+    - multipart form (or request fields beside a JSON body; the body's own field wins): fields ``target`` (JSON as above, or
+      ``car:1,season:winter``) and ``overlay`` (``true``/``false``, ``1``/``0``).
+
+    A target value is a code of the spec or a class label (English or Russian).
+    """
+    body = request.get("body")
+    body = body if isinstance(body, Mapping) else {}
+
+    def option(key: str) -> Any:  # the JSON body's field, else the request's (form) field
+        return body[key] if key in body else request.get(key)
+
+    return ExplainOptions(target=parse_target(option(TARGET_KEY), spec), overlay=_parse_flag(option(OVERLAY_KEY), OVERLAY_KEY))
+
+
+def parse_target(value: Any, spec: AttributeSpec) -> dict[str, int]:
+    """``{key: code}`` from a JSON object or ``key:value,key:value`` text; a 400 names what is wrong."""
+    if value is None:
+        return {}
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImageError("bad_target", "\"target\" is not UTF-8 text.") from None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                raise ImageError("bad_target", f"\"target\" is not valid JSON ({e}).") from None
+        else:
+            pairs = {}
+            for item in filter(None, (part.strip() for part in text.split(","))):
+                key, sep, code = item.partition(":")
+                if not sep:
+                    raise ImageError("bad_target", f"\"target\" item {item!r}: expected key:value, e.g. car:1,season:winter.")
+                pairs[key.strip()] = code.strip()
+            value = pairs
+    if not isinstance(value, Mapping):
+        raise ImageError("bad_target", f"\"target\" must be an object {{attribute: value}}, got {type(value).__name__}.")
+    target = {}
+    for key, code in value.items():
+        try:
+            attribute = spec[str(key)]
+        except KeyError:
+            raise ImageError("bad_target", f"\"target\": unknown attribute {key!r}; attributes are {', '.join(spec.keys)}.") from None
+        target[attribute.key] = _code(attribute, code)
+    return target
+
+
+def _code(attribute: Attribute, value: Any) -> int:
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and value in attribute.codes:
+        return value
+    if isinstance(value, str):
+        for cls in attribute.classes:
+            if value.strip().lower() in (cls.label.lower(), cls.label_ru.lower()):
+                return cls.code
+    choices = ", ".join(f"{c.code} ({c.label})" for c in attribute.classes)
+    raise ImageError("bad_target", f"\"target\": {attribute.key} has no value {value!r}; its values are {choices}.")
+
+
+def _parse_flag(value: Any, name: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "replace")
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ImageError("bad_option", f"\"{name}\" must be true or false, got {str(value)[:40]!r}.")

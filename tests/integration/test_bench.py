@@ -1,0 +1,44 @@
+"""A smoke run of the benchmark: tiny counts, only checks that it runs and prints every row (never timed)."""
+import contextlib
+import io
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_prints_every_row(tmp_path, seeded_weights):
+    from lizaalert_tagger.bench import bench
+    from lizaalert_tagger.ops.archive import build_archive
+
+    archive = build_archive(seeded_weights, "1.0", store=tmp_path / "store", file_name="lizaalert_tagger.mar")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench.main(["--quick", "--archive", str(archive), "--concurrency", "1,4"]) == 0
+    text = out.getvalue()
+    rows = {}
+    for line in text.splitlines():
+        rows.setdefault(line.split(" ", 1)[0], []).append(line)
+    for size in ("12mp", "1080p", "12mp-heavy", "20mp"):
+        table = [r for r in rows[size] if "in-process" in r or "served (" in r or "baseline" in r]
+        assert sum("in-process limit" in r for r in table) == 1
+        assert sum("served (TorchServe)" in r for r in table) == 2
+        assert sum("seed-style baseline" in r for r in table) == (2 if size in ("12mp", "1080p") else 0)
+        assert sum("in-process explain layer" in r for r in table) == (2 if size in ("12mp", "1080p") else 0)
+        assert all(r.split()[-1] == "0" for r in table), table  # no errors
+    # every row names the photo's pixels and bytes; the heavy photos are as heavy as the issue's
+    megabytes = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[0] in bench.SIZES and parts[2].endswith("MB"):
+            assert parts[1] == "x".join(map(str, bench.SIZES[parts[0]]))
+            megabytes[parts[0]] = float(parts[2][:-2])
+    assert set(megabytes) == {"12mp", "1080p", "12mp-heavy", "20mp"}
+    assert 3.5 <= megabytes["12mp-heavy"] <= 5 and 8 <= megabytes["20mp"] <= 10, megabytes
+    ratios = text.split("ratios (targets in parentheses)")[1]
+    for size in ("12mp", "1080p", "12mp-heavy", "20mp"):
+        line = next(r for r in ratios.splitlines() if r.startswith(f"  {size} "))
+        assert "served/in-process at c=4 = " in line, line
+    assert "served/seed at c=4" in ratios and "ready after start" in ratios
+    assert "CPU: " in text and "explain (layer3) / predict" in ratios and "explain (layer4) / predict" in ratios
+    assert "after explanations (int8 + fp32 loaded)" in ratios
