@@ -50,12 +50,12 @@ from lizaalert_tagger.serving.service import (
     HandlerSettings,
     PreparedBatch,
     RequestFailure,
-    available_cores,
     extract_photos,
     load_model,
     prepare_batch,
     run_inference,
 )
+from lizaalert_tagger.common.machine import available_cores
 from lizaalert_tagger.common.spec import SPEC_FILENAME, load_spec
 
 logger = logging.getLogger(__name__)

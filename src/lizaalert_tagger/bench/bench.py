@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -35,7 +34,8 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from multiprocessing import get_context
 from pathlib import Path
-from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE, ROOT
+from lizaalert_tagger.common.machine import available_cores, cpu_model
+from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE
 
 SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080), "12mp-heavy": (4000, 3000), "20mp": (5472, 3648)}
 # Sensor noise (sigma, in 8-bit levels) and JPEG quality per photo: the noise makes a file as large
@@ -141,7 +141,7 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float, float]:
 def inprocess_limit(model_dir: Path, photo: bytes, config: dict, batches: int) -> dict:
     settings = config.get("handler", {})
     workers = int(config.get("maxWorkers", 1))
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     threads = settings.get("torch_threads") or max(1, cores // workers)
     batch = int(config.get("batchSize", 1))
     with get_context("spawn").Pool(workers) as pool:
@@ -206,7 +206,7 @@ def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer:
     if layer:
         settings["explain_layer"] = layer
     workers = int(config.get("maxWorkers", 1))
-    threads = settings.get("torch_threads") or max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = settings.get("torch_threads") or max(1, available_cores() // workers)
     with get_context("spawn").Pool(1) as pool:
         predict_ms, explain_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
     return {"predict_ms": predict_ms, "explain_ms": explain_ms, "ratio": explain_ms / predict_ms, "count": count,
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         ts.stop()
 
     print(f"\nbench: {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-          f"{len(os.sched_getaffinity(0))} cores, CPU: {cpu_model()})")
+          f"{available_cores()} cores, CPU: {cpu_model()})")
     if args.config:
         print(f"config.properties: {args.config}")
     print(f"archive {args.archive}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
@@ -423,17 +423,6 @@ def _names(value: str) -> list[str]:
 def photo_label(name: str, size_bytes: int) -> str:
     width, height = SIZES[name]
     return f"{name} {width}x{height} {size_bytes / 1e6:.1f}MB"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), which a figure means nothing without."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_after_explanations(ts, client, photo: bytes, requests: int = 8) -> dict[int, float]:

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1 or args.distinct < 1 or min(concurrencies) < 1:
         parser.error("expected --count, --distinct and every --concurrency >= 1")
 
-    from lizaalert_tagger.bench.bench import cpu_model, hey_load
+    from lizaalert_tagger.bench.bench import hey_load
+    from lizaalert_tagger.common.machine import available_cores, cpu_model
     from lizaalert_tagger.client.http import TaggerClient
 
     work = args.work.resolve()
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nfield_bench: {args.count} photos {args.size} ({SIZES[args.size][0]}x{SIZES[args.size][1]}, "
           f"{args.distinct} distinct, EXIF {args.exif_fraction:.0%}) ({time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{platform.node()}, {len(os.sched_getaffinity(0))} cores, CPU: {cpu_model()})")
+          f"{platform.node()}, {available_cores()} cores, CPU: {cpu_model()})")
     print(f"{'conc':>4} {'hey img/s':>10} {'tag-folder img/s':>17} {'ratio':>6} {'target':>7}" + ("  report s" if args.report else ""))
     failed = False
     for r in rows:

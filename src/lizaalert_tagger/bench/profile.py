@@ -133,7 +133,8 @@ def cpu_seconds(proc) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lizaalert_tagger.bench.bench import SIZES, bench_photo, cpu_model, hey_command, hey_result, photo_label, unpack_archive
+    from lizaalert_tagger.common.machine import available_cores, cpu_model
+    from lizaalert_tagger.bench.bench import SIZES, bench_photo, hey_command, hey_result, photo_label, unpack_archive
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photo", choices=sorted(SIZES), default="20mp", help="the photo sent (default: %(default)s)")
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     ports=(free_port(), free_port(), free_port()), **extra)
     ts.start(timeout=300)
     result: dict = {"photo": photo_label(args.photo, len(photo)), "concurrency": args.concurrency, "cpu": cpu_model(),
-                    "cores": len(os.sched_getaffinity(0)), "archive": str(args.archive), "handler": config.get("handler")}
+                    "cores": available_cores(), "archive": str(args.archive), "handler": config.get("handler")}
     try:
         client = TaggerClient(ts.inference_url, ts.management_url, ts.key_file)
         client.predict(photo)

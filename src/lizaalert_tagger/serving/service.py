@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,20 +246,3 @@ def run_inference(model: torch.nn.Module, images: torch.Tensor, *, bf16: bool = 
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         return model(images).float()
-
-
-def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota.
-
-    In a container limited to 2 CPUs on a 32-core node the affinity says 32;
-    the quota (``cpu.max``: "200000 100000") says 2, and threads beyond that
-    only fight over the quota.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = open(cgroup_cpu_max).read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota visible: the affinity is the limit
-    return cores

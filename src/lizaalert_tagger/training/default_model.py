@@ -38,12 +38,12 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 from lizaalert_tagger.ops.archive import MODEL_NAME, build_archive
+from lizaalert_tagger.common.machine import available_cores, cpu_model
 from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE, HANDLER_DIR, ROOT
 
 SHIPPED_DIR = ROOT / "models" / "default"
@@ -178,15 +178,7 @@ def device_name(device: str) -> str:
 
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return f"GPU: {torch.cuda.get_device_name(0)}"
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model}, {len(os.sched_getaffinity(0))} cores"
+    return f"CPU: {cpu_model()}, {available_cores()} cores"
 
 
 def generate_scenes(out: Path, count: int, seed: int, *extra: str, jobs: int = 2) -> None:
@@ -365,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-seconds", type=float, default=0.0,
                         help="with --train: as many epochs as fit in this many seconds of training on this machine "
                              "(measured first; the manifest records the number)")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--jobs", type=int, default=available_cores(),
                         help="with --train: processes for scene generation and decoding (default: all cores, %(default)s)")
     parser.add_argument("--train-scenes", type=int, default=0,
                         help="with --train: training scenes (default: the recipe's, %d or %d for 'continue'; fewer only "

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from lizaalert_tagger.common.machine import available_cores, cpu_model
 from lizaalert_tagger.common.labels_csv import read_labels, resolve_images
 from lizaalert_tagger.common.scoring import score_codes
 from lizaalert_tagger.vision.answers import codes_from_logits as decode_codes
@@ -72,19 +73,6 @@ def parse_head_weights(items: list[str], spec: AttributeSpec) -> dict[str, float
             raise ValueError(f"--head-weight: expected KEY=W with KEY one of {list(spec.keys)} and W > 0, got {item!r}")
         weights[key] = weight
     return weights
-
-
-def cpu_model() -> str:
-    """The CPU's model name (figures name the CPU they ran on), e.g. 'AMD EPYC 9R14'."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 # --- data ---------------------------------------------------------------------
@@ -673,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.monotonic()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     torch.set_num_threads(args.threads or cores)
     torch.manual_seed(args.seed)
     try:

@@ -95,7 +95,7 @@ def test_bf16_setting_agrees_with_fp32(model_dir):
 def test_available_cores_respects_a_cgroup_quota(tmp_path):
     import os
 
-    from lizaalert_tagger.serving.service import available_cores
+    from lizaalert_tagger.common.machine import available_cores
 
     affinity = len(os.sched_getaffinity(0))
     quota = tmp_path / "cpu.max"

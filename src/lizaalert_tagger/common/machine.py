@@ -1,0 +1,39 @@
+"""Facts about the machine that figures and thread counts depend on (torch-free).
+
+Every figure names the CPU it ran on (:func:`cpu_model`), and every thread or process count
+starts from :func:`available_cores`, which honours a container's CPU quota.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+from pathlib import Path
+
+
+def available_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may really use: its affinity, capped by a cgroup v2 CPU quota.
+
+    In a container limited to 2 CPUs on a 32-core node the affinity says 32;
+    the quota (``cpu.max``: "200000 100000") says 2, and threads beyond that
+    only fight over the quota.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path(cgroup_cpu_max).read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity is the limit
+    return cores
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, e.g. 'AMD EPYC 9R14' or 'Intel(R) Xeon(R) Platinum 8488C'."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
