@@ -1,17 +1,18 @@
-"""A smoke run of the benchmark: tiny counts, only checks that it runs and prints every row (never timed)."""
+"""Smoke runs of the benchmarks against a real TorchServe: tiny counts, only checks that they run and
+print every row (never timed)."""
 import contextlib
 import io
+import json
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
-def test_bench_prints_every_row(tmp_path, seeded_weights):
+def test_bench_prints_every_row(model_store):
     from lizaalert_tagger.bench import bench
-    from lizaalert_tagger.ops.archive import build_archive
 
-    archive = build_archive(seeded_weights, "1.0", store=tmp_path / "store", file_name="lizaalert_tagger.mar")
+    archive = model_store / "lizaalert_tagger.mar"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert bench.main(["--quick", "--archive", str(archive), "--concurrency", "1,4"]) == 0
@@ -42,3 +43,23 @@ def test_bench_prints_every_row(tmp_path, seeded_weights):
     assert "served/seed at c=4" in ratios and "ready after start" in ratios
     assert "CPU: " in text and "explain (layer3) / predict" in ratios and "explain (layer4) / predict" in ratios
     assert "after explanations (int8 + fp32 loaded)" in ratios
+
+
+def test_profile_of_a_short_load(model_store, tmp_path, capsys):
+    """A real TorchServe under hey for a few seconds: CPU per process, and py-spy inside both workers."""
+    from lizaalert_tagger.bench.profile import main
+
+    out = tmp_path / "profile.json"
+    assert main(["--photo", "1080p", "--archive", str(model_store / "lizaalert_tagger.mar"), "--concurrency", "4",
+                 "--warmup", "3", "--seconds", "4", "--no-jfr", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "frontend (Java)" in text and "load generator (hey)" in text and "CPU: " in text
+    result = json.loads(out.read_text())
+    assert result["hey"]["rps"] > 0 and result["hey"]["errors"] == 0
+    assert result["cores_used"]["frontend (Java)"] > 0
+    workers = [name for name in result["cores_used"] if name.startswith("worker ")]
+    assert len(workers) == 2 and all(result["cores_used"][w] > 0 for w in workers)
+    assert len(result["workers"]) == 2
+    for summary in result["workers"].values():  # py-spy saw the handler decode and run the network
+        assert summary["samples"] > 0
+        assert "decode (Pillow)" in summary["share"] and "network (int8 model)" in summary["share"], summary["share"]

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Benchmark: in-process pipeline limit, the served model, and a seed-style baseline, side by side.
 
     make bench                         # full run (a few minutes)
     lizaalert-bench --quick    # tiny counts: checks that every row is produced
 
-For 12 MP (4000x3000) and 1080p (1920x1080) JPEGs separately, prints one table:
+For each photo size (``--sizes``: 12 MP, 1080p, a heavy 12 MP and a 20 MP drone frame), prints one table:
 
 - in-process: decode + preprocess + model exactly as the handler does it
   (the archive's model-config.yaml: precision, channels_last, draft decoding,
@@ -12,13 +11,14 @@ For 12 MP (4000x3000) and 1080p (1920x1080) JPEGs separately, prints one table:
   each: what these cores can do without any serving overhead;
 - served: TorchServe started from the project's config and the default
   archive, loaded with ``hey`` at several concurrencies (127.0.0.1 only);
-- seed-style baseline: what SEED.md describes, written here with the standard
-  library: one photo per request on a single-threaded HTTP server, full
-  decode, fp32 eager, no eval()/no_grad(), no batching, same load;
+- seed-style baseline: the original hackathon service as it ran, written here
+  with the standard library: one photo per request on a single-threaded HTTP
+  server, full decode, fp32 eager, no eval()/no_grad(), no batching, same load;
 
-then the ratios the performance issue asks for, the time from start to the
-first answer and the workers' RSS. Only ratios from one run mean anything on a
-shared machine.
+then the ratios against the project's targets (BENCHMARKS.md), the time from
+start to the first answer and the workers' RSS. Needs ``hey``
+(scripts/install_system_tools.sh hey). Only ratios from one run mean anything
+on a shared machine.
 """
 from __future__ import annotations
 
@@ -32,10 +32,15 @@ import tempfile
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+
+from lizaalert_tagger.bench.hey import HeyError, require_hey, run_hey
+from lizaalert_tagger.client.http import MODEL_NAME, ClientError
 from lizaalert_tagger.common.machine import available_cores, cpu_model
 from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE
+from lizaalert_tagger.ops.torchserve import TorchServe, free_port
 
 SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080), "12mp-heavy": (4000, 3000), "20mp": (5472, 3648)}
 # Sensor noise (sigma, in 8-bit levels) and JPEG quality per photo: the noise makes a file as large
@@ -43,7 +48,7 @@ SIZES = {"12mp": (4000, 3000), "1080p": (1920, 1080), "12mp-heavy": (4000, 3000)
 # 12mp-heavy: ~3.9 MB, a noisy phone photo; 20mp: ~8.6 MB, a DJI drone frame (5472x3648).
 NOISE = {"12mp": (6, 90), "1080p": (6, 90), "12mp-heavy": (11, 90), "20mp": (14, 92)}
 DEFAULT_SIZES = "12mp,1080p,12mp-heavy,20mp"
-SEED_TARGET = {"12mp": 6, "1080p": 8}  # served / seed-style baseline at the top concurrency (the first bench issue)
+SEED_TARGET = {"12mp": 6, "1080p": 8}  # served / seed-style baseline at the top concurrency (BENCHMARKS.md)
 SERVED_TARGET = {"12mp": 0.9, "1080p": 0.9}  # served / in-process limit; the heavy photos: 0.8
 
 
@@ -58,11 +63,12 @@ def make_photo(size: tuple[int, int], seed: int = 7, noise: float = 6, quality: 
     ~2.4 MB, ~35 ms draft / ~190 ms full decode here); a clean synthetic scene
     compresses to a few hundred KB and decodes several times faster.
     """
-    from lizaalert_tagger import scenes as make_scenes
     import numpy as np
     from PIL import Image
 
-    data, _ = make_scenes.generate(seed, 0, max(size), max(size))
+    from lizaalert_tagger import scenes
+
+    data, _ = scenes.generate(seed, 0, max(size), max(size))
     img = Image.open(io.BytesIO(data)).convert("RGB").resize(size, Image.Resampling.BILINEAR)
     grain = np.random.default_rng(seed).normal(0, noise, (size[1], size[0], 3))
     img = Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
@@ -96,13 +102,14 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float, float]:
     import torch
 
     from lizaalert_tagger.vision.preprocess import decode_image, image_to_tensor
-    from lizaalert_tagger.serving.service import HandlerSettings, load_model, run_inference
+    from lizaalert_tagger.serving.settings import HandlerSettings
+    from lizaalert_tagger.vision.inference import load_model, run_inference
     from lizaalert_tagger.common.spec import load_spec
 
     torch.set_num_threads(threads)
     settings = HandlerSettings.from_yaml(settings)
     spec = load_spec(Path(model_dir) / "attributes.json")
-    model = load_model(model_dir, spec, settings)
+    model = load_model(model_dir, spec, settings.precision, channels_last=settings.channels_last)
     height, width = spec.preprocessing.size
 
     def run(images):
@@ -138,11 +145,19 @@ def _inprocess_worker(args: tuple) -> tuple[int, float, float, float, float]:
     return batch * batches, time.perf_counter() - start, single_ms, decode_ms, hot_ms
 
 
+def handler_threads(config: dict) -> int:
+    """The torch threads of one worker, as the handler sets them: ``torch_threads``, or the
+    available cores shared by ``maxWorkers`` workers."""
+    workers = int(config.get("maxWorkers", 1))
+    return (config.get("handler") or {}).get("torch_threads") or max(1, available_cores() // workers)
+
+
 def inprocess_limit(model_dir: Path, photo: bytes, config: dict, batches: int) -> dict:
+    """Photos per second of ``maxWorkers`` processes running the handler's pipeline flat out,
+    and one photo's latency alone."""
     settings = config.get("handler", {})
     workers = int(config.get("maxWorkers", 1))
-    cores = available_cores()
-    threads = settings.get("torch_threads") or max(1, cores // workers)
+    threads = handler_threads(config)
     batch = int(config.get("batchSize", 1))
     with get_context("spawn").Pool(workers) as pool:
         results = pool.map(_inprocess_worker, [(str(model_dir), photo, batch, batches, threads, settings)] * workers)
@@ -166,14 +181,15 @@ def _explain_worker(args: tuple) -> tuple[float, float]:
     from lizaalert_tagger.vision.answers import decode_logits
     from lizaalert_tagger.vision.explain import GradCAM, explaining_model, explanation_json
     from lizaalert_tagger.vision.preprocess import decode_image, image_to_tensor
-    from lizaalert_tagger.serving.service import WEIGHTS_FILENAME, HandlerSettings, load_model, run_inference
+    from lizaalert_tagger.serving.settings import HandlerSettings
+    from lizaalert_tagger.vision.inference import load_model, run_inference
     from lizaalert_tagger.common.spec import load_spec
 
     torch.set_num_threads(threads)
     settings = HandlerSettings.from_yaml(settings)
     spec = load_spec(Path(model_dir) / "attributes.json")
-    model = load_model(model_dir, spec, settings)
-    explainer = GradCAM(explaining_model(model, model_dir, spec, WEIGHTS_FILENAME, channels_last=settings.channels_last),
+    model = load_model(model_dir, spec, settings.precision, channels_last=settings.channels_last)
+    explainer = GradCAM(explaining_model(model, model_dir, spec, channels_last=settings.channels_last),
                         settings.explain_layer)
     height, width = spec.preprocessing.size
 
@@ -205,8 +221,7 @@ def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer:
     settings = dict(config.get("handler", {}))
     if layer:
         settings["explain_layer"] = layer
-    workers = int(config.get("maxWorkers", 1))
-    threads = settings.get("torch_threads") or max(1, available_cores() // workers)
+    threads = handler_threads(config)
     with get_context("spawn").Pool(1) as pool:
         predict_ms, explain_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
     return {"predict_ms": predict_ms, "explain_ms": explain_ms, "ratio": explain_ms / predict_ms, "count": count,
@@ -217,7 +232,7 @@ def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer:
 
 
 def serve_baseline(port: int, model_dir: str) -> None:
-    """SEED.md's service: one request at a time, full decode, fp32 eager, no eval()/no_grad()."""
+    """The original service: one request at a time, full decode, fp32 eager, no eval()/no_grad()."""
     import numpy as np
     import torch
     from PIL import Image
@@ -258,28 +273,9 @@ def serve_baseline(port: int, model_dir: str) -> None:
 # --- load ---------------------------------------------------------------------------------
 
 
-def hey_command(url: str, photo_path: Path, concurrency: int, token: str | None = None, *,
-                requests: int | None = None, seconds: float | None = None) -> list[str]:
-    """``hey`` POSTing the photo ``requests`` times (rounded up to a multiple of ``concurrency``:
-    hey sends n // c per client) or for ``seconds``."""
-    cmd = ["hey", "-c", str(concurrency), "-t", "300", "-m", "POST", "-D", str(photo_path), "-T", "application/octet-stream"]
-    cmd += ["-z", f"{seconds}s"] if seconds else ["-n", str(-(-(requests or concurrency) // concurrency) * concurrency)]
-    if token:
-        cmd += ["-H", f"Authorization: Bearer {token}"]
-    return cmd + [url]
-
-
-def hey_result(output: str) -> dict:
-    """Answered photos per second (hey's own req/s counts failed requests too), latencies, errors."""
-    from lizaalert_tagger.bench.soak import parse_hey
-
-    statuses, errors, seconds, _, latency = parse_hey(output)
-    return {"rps": statuses.get(200, 0) / seconds, **latency, "errors": sum(n for c, n in statuses.items() if c != 200) + sum(errors.values())}
-
-
-def hey_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
-    out = subprocess.run(hey_command(url, photo_path, concurrency, token, requests=requests), capture_output=True, text=True, timeout=1800)
-    return hey_result(out.stdout)
+def served_load(url: str, photo_path: Path, requests: int, concurrency: int, token: str | None = None) -> dict:
+    """hey's figures for ``requests`` POSTs of the photo: answered per second, latencies (ms), errors."""
+    return run_hey(url, photo_path, concurrency, token, requests=requests).summary()
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -295,8 +291,161 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(url)
 
 
+def start_baseline(model_dir: Path) -> tuple[subprocess.Popen, str]:
+    """The seed-style baseline in a process of its own; its ``/prediction`` URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "lizaalert_tagger.bench.bench", "--baseline-server", str(port),
+                                "--model-dir", str(model_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return process, f"http://127.0.0.1:{port}/prediction"
+
+
+# --- one run --------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchPlan:
+    """What one ``lizaalert-bench`` run measures (the command line, typed)."""
+
+    archive: Path = DEFAULT_ARCHIVE
+    config: Path | None = None  # a config.properties instead of the project's
+    concurrencies: list[int] = field(default_factory=lambda: [1, 4, 16, 32])
+    requests: int = 0  # per load run; 0: by concurrency (see served_requests / baseline_requests)
+    sizes: list[str] = field(default_factory=lambda: _names(DEFAULT_SIZES))
+    baseline_sizes: list[str] = field(default_factory=lambda: ["12mp", "1080p"])
+    explain_sizes: list[str] = field(default_factory=lambda: ["12mp", "1080p"])
+    explain_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])
+    quick: bool = False
+
+    # Served runs need many requests per client (24 each): with a few, the ramp-up and the tail of
+    # the last wave dominate and understate throughput. The baseline is single-threaded (no ramp),
+    # and 8 per client already takes minutes there.
+    def served_requests(self, concurrency: int) -> int:
+        return self.requests or (max(4, 2 * concurrency) if self.quick else max(96, 24 * concurrency))
+
+    def baseline_requests(self, concurrency: int) -> int:
+        return self.requests or (max(4, 2 * concurrency) if self.quick else max(48, 8 * concurrency))
+
+
+@dataclass
+class BenchRun:
+    """The table's rows, the raw figures, the archive's model config and the work folder."""
+
+    rows: list[tuple] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    work: Path = Path()
+
+
+def measure_photo(plan: BenchPlan, run: BenchRun, size_name: str, model_dir: Path, ts, client, baseline_url: str) -> None:
+    """The rows of one photo: in-process limit, explanation costs, served and baseline loads."""
+    photo = bench_photo(size_name)
+    photo_path = run.work / f"{size_name}.jpg"
+    photo_path.write_bytes(photo)
+    figures = run.summary[size_name] = {"bytes": len(photo), "pixels": SIZES[size_name]}
+    limit = figures["inprocess"] = inprocess_limit(model_dir, photo, run.config, batches=2 if plan.quick else 32)
+    run.rows.append((size_name, "in-process limit", "-", limit["rps"], limit["single_ms"], None, None, 0))
+    for layer in plan.explain_layers if size_name in plan.explain_sizes else []:
+        cost = figures[f"explain_{layer}"] = explain_cost(model_dir, photo, run.config, count=3 if plan.quick else 15,
+                                                          layer=layer)
+        run.rows.append((size_name, f"in-process explain {layer}", 1, 1000 / cost["explain_ms"], cost["explain_ms"],
+                         None, None, 0))
+    loads = [("served (TorchServe)", "served", f"{ts.inference_url}/predictions/{MODEL_NAME}", plan.served_requests,
+              client.keys.inference)]
+    if size_name in plan.baseline_sizes:
+        loads.append(("seed-style baseline", "seed", baseline_url, plan.baseline_requests, None))
+    for what, key, url, count, token in loads:
+        for c in plan.concurrencies:
+            load = figures[f"{key}_c{c}"] = served_load(url, photo_path, count(c), c, token)
+            run.rows.append((size_name, what, c, load["rps"], load.get("p50"), load.get("p95"), load.get("p99"),
+                             load["errors"]))
+
+
+def run_bench(plan: BenchPlan) -> BenchRun:
+    """Serve the archive with TorchServe and the seed-style baseline side by side and measure every photo."""
+    from lizaalert_tagger.client.http import TaggerClient
+
+    run = BenchRun(work=Path(tempfile.mkdtemp(prefix="lizaalert-bench-")))
+    model_dir = run.work / "model"
+    run.config = unpack_archive(plan.archive, model_dir)
+    ts = TorchServe(run_dir=run.work / "run", model_store=plan.archive.parent, ports=(free_port(), free_port(), free_port()),
+                    **({"config": plan.config} if plan.config else {}))
+    baseline = None
+    try:
+        t0 = time.monotonic()
+        ts.start(timeout=300)
+        client = TaggerClient(ts.inference_url, ts.management_url, ts.key_file)
+        client.predict(make_photo((640, 480)))
+        run.summary["ready_s"] = time.monotonic() - t0
+        baseline, baseline_url = start_baseline(model_dir)
+        for size_name in plan.sizes:
+            measure_photo(plan, run, size_name, model_dir, ts, client, baseline_url)
+        run.summary["worker_rss_mb"] = worker_rss(ts)
+        run.summary["worker_rss_explained_mb"] = rss_after_explanations(ts, client, bench_photo("1080p"))
+    finally:
+        if baseline is not None:
+            baseline.kill()
+        ts.stop()
+    (run.work / "summary.json").write_text(json.dumps(run.summary, indent=2))
+    return run
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def print_table(plan: BenchPlan, run: BenchRun) -> None:
+    config = run.config
+    print(f"\nbench: {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
+          f"{available_cores()} cores, CPU: {cpu_model()})")
+    if plan.config:
+        print(f"config.properties: {plan.config}")
+    print(f"archive {plan.archive}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
+          f"delay={config.get('maxBatchDelay')} ms "
+          f"handler={config.get('handler')}")
+    print(f"\n{'photo':22} {'what':26} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    fmt = lambda v: f"{v:8.0f}" if isinstance(v, (int, float)) else f"{'-':>8}"  # noqa: E731
+    for size_name, what, c, rps, p50, p95, p99, errors in run.rows:
+        print(f"{photo_label(size_name, run.summary[size_name]['bytes']):22} {what:26} {c!s:>4} {rps:7.1f} "
+              f"{fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
+
+
+def photo_ratios(figures: dict, size_name: str, top: int) -> str:
+    """One photo's ratios against the targets (BENCHMARKS.md)."""
+    parts = [f"served/in-process at c={top} = {figures[f'served_c{top}']['rps'] / figures['inprocess']['rps']:.2f} "
+             f"(>= {SERVED_TARGET.get(size_name, 0.8)})"]
+    if f"seed_c{top}" in figures and size_name in SEED_TARGET:
+        parts.insert(0, f"served/seed at c={top} = {figures[f'served_c{top}']['rps'] / figures[f'seed_c{top}']['rps']:.1f}x "
+                        f"(>= {SEED_TARGET[size_name]}x)")
+    if "served_c1" in figures:
+        idle, single = figures["served_c1"]["p50"], figures["inprocess"]["single_ms"]
+        parts.append(f"idle latency / (decode + batch-1 model, idle process) = {idle / single:.2f} "
+                     f"(<= 1.25; {idle:.0f} / {single:.0f} ms; "
+                     f"back-to-back in-process {figures['inprocess']['hot_single_ms']:.0f} ms)")
+    return f"  {photo_label(size_name, figures['bytes'])}: " + "; ".join(parts)
+
+
+def print_ratios(plan: BenchPlan, run: BenchRun) -> None:
+    summary = run.summary
+    print("\nratios (targets in parentheses)")
+    for size_name in plan.sizes:
+        print(photo_ratios(summary[size_name], size_name, max(plan.concurrencies)))
+    for size_name in plan.sizes:
+        for key, cost in summary[size_name].items():
+            if key.startswith("explain_"):
+                print(f"  {size_name}: explain ({key[8:]}) / predict, same photo, batch 1, in-process, median of {cost['count']} = "
+                      f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
+                      f"{cost['threads']} threads)")
+    print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s)")
+    print("  worker RSS, predictions only: " + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values())
+          + "; after explanations (int8 + fp32 loaded): "
+          + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_explained_mb"].values()) + " (<= 1200 MB)")
+    print(f"(raw figures: {run.work / 'summary.json'})")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="lizaalert-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="archive to benchmark (default: %(default)s)")
     parser.add_argument("--config", type=Path,
                         help="a TorchServe config.properties to try instead of the project's (tuning; ports and paths are still set here)")
@@ -314,105 +463,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes, baseline_sizes, explain_sizes = (_names(v) for v in (args.sizes, args.baseline_sizes, args.explain_sizes))
-    unknown = sorted(set(sizes + baseline_sizes + explain_sizes) - set(SIZES))
-    if unknown:
-        parser.error(f"unknown photos {unknown}; expected names among {sorted(SIZES)}")
     if args.baseline_server:
         serve_baseline(args.baseline_server, args.model_dir)
         return 0
-
-    from lizaalert_tagger.client.http import TaggerClient
-    from lizaalert_tagger.ops.runtime import TorchServe, free_port
-
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
-    # Served runs need many requests per client (24 each): with a few, the ramp-up and the tail of
-    # the last wave dominate and understate throughput. The baseline is single-threaded (no ramp),
-    # and 8 per client already takes minutes there.
-    served_count = lambda c: args.requests or (max(4, 2 * c) if args.quick else max(96, 24 * c))  # noqa: E731
-    count = lambda c: args.requests or (max(4, 2 * c) if args.quick else max(48, 8 * c))  # noqa: E731
-    work = Path(tempfile.mkdtemp(prefix="lizaalert-bench-"))
-    model_dir = work / "model"
-    config = unpack_archive(args.archive, model_dir)
-    rows: list[tuple] = []
-    summary: dict = {}
-
-    ts = TorchServe(run_dir=work / "run", model_store=args.archive.parent, ports=(free_port(), free_port(), free_port()),
-                    **({"config": args.config} if args.config else {}))
-    t0 = time.monotonic()
-    ts.start(timeout=300)
-    client = TaggerClient(ts.inference_url, ts.management_url, ts.key_file)
-    client.predict(make_photo((640, 480)))
-    summary["ready_s"] = time.monotonic() - t0
-    baseline_port = free_port()
-    baseline = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(baseline_port), "--model-dir", str(model_dir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    plan = BenchPlan(archive=args.archive, config=args.config,
+                     concurrencies=[int(c) for c in args.concurrency.split(",")], requests=args.requests,
+                     sizes=_names(args.sizes), baseline_sizes=_names(args.baseline_sizes),
+                     explain_sizes=_names(args.explain_sizes), explain_layers=_names(args.explain_layers), quick=args.quick)
+    unknown = sorted(set(plan.sizes + plan.baseline_sizes + plan.explain_sizes) - set(SIZES))
+    if unknown:
+        parser.error(f"unknown photos {unknown}; expected names among {sorted(SIZES)}")
     try:
-        wait_http(f"http://127.0.0.1:{baseline_port}/")
-        for size_name in sizes:
-            photo = bench_photo(size_name)
-            photo_path = work / f"{size_name}.jpg"
-            photo_path.write_bytes(photo)
-            summary[size_name] = {"bytes": len(photo), "pixels": SIZES[size_name]}
-            limit = inprocess_limit(model_dir, photo, config, batches=2 if args.quick else 32)
-            rows.append((size_name, "in-process limit", "-", limit["rps"], limit["single_ms"], None, None, 0))
-            summary[size_name]["inprocess"] = limit
-            for layer in _names(args.explain_layers) if size_name in explain_sizes else []:
-                cost = explain_cost(model_dir, photo, config, count=3 if args.quick else 15, layer=layer)
-                rows.append((size_name, f"in-process explain {layer}", 1, 1000 / cost["explain_ms"], cost["explain_ms"], None, None, 0))
-                summary[size_name][f"explain_{layer}"] = cost
-            for c in concurrencies:
-                served = hey_load(f"{ts.inference_url}/predictions/lizaalert_tagger", photo_path, served_count(c), c, client.keys.inference)
-                rows.append((size_name, "served (TorchServe)", c, served["rps"], served.get("p50"), served.get("p95"), served.get("p99"), served["errors"]))
-                summary[size_name][f"served_c{c}"] = served
-            for c in concurrencies if size_name in baseline_sizes else []:
-                seed = hey_load(f"http://127.0.0.1:{baseline_port}/prediction", photo_path, count(c), c)
-                rows.append((size_name, "seed-style baseline", c, seed["rps"], seed.get("p50"), seed.get("p95"), seed.get("p99"), seed["errors"]))
-                summary[size_name][f"seed_c{c}"] = seed
-        summary["worker_rss_mb"] = worker_rss(ts)
-        summary["worker_rss_explained_mb"] = rss_after_explanations(ts, client, bench_photo("1080p"))
-    finally:
-        baseline.kill()
-        ts.stop()
-
-    print(f"\nbench: {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-          f"{available_cores()} cores, CPU: {cpu_model()})")
-    if args.config:
-        print(f"config.properties: {args.config}")
-    print(f"archive {args.archive}: workers={config.get('maxWorkers')} batch={config.get('batchSize')} "
-          f"delay={config.get('maxBatchDelay')} ms "
-          f"handler={config.get('handler')}")
-    print(f"\n{'photo':22} {'what':26} {'conc':>4} {'img/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    fmt = lambda v: f"{v:8.0f}" if isinstance(v, (int, float)) else f"{'-':>8}"  # noqa: E731
-    for size_name, what, c, rps, p50, p95, p99, errors in rows:
-        print(f"{photo_label(size_name, summary[size_name]['bytes']):22} {what:26} {c!s:>4} {rps:7.1f} "
-              f"{fmt(p50)} {fmt(p95)} {fmt(p99)} {errors:6d}")
-    top = max(concurrencies)
-    print("\nratios (targets in parentheses)")
-    for size_name in sizes:
-        s = summary[size_name]
-        parts = [f"served/in-process at c={top} = {s[f'served_c{top}']['rps'] / s['inprocess']['rps']:.2f} "
-                 f"(>= {SERVED_TARGET.get(size_name, 0.8)})"]
-        if f"seed_c{top}" in s and size_name in SEED_TARGET:
-            parts.insert(0, f"served/seed at c={top} = {s[f'served_c{top}']['rps'] / s[f'seed_c{top}']['rps']:.1f}x "
-                            f"(>= {SEED_TARGET[size_name]}x)")
-        if "served_c1" in s:
-            parts.append(f"idle latency / (decode + batch-1 model, idle process) = {s['served_c1']['p50'] / s['inprocess']['single_ms']:.2f} "
-                         f"(<= 1.25; {s['served_c1']['p50']:.0f} / {s['inprocess']['single_ms']:.0f} ms; "
-                         f"back-to-back in-process {s['inprocess']['hot_single_ms']:.0f} ms)")
-        print(f"  {photo_label(size_name, s['bytes'])}: " + "; ".join(parts))
-    for size_name in sizes:
-        for key, cost in summary[size_name].items():
-            if key.startswith("explain_"):
-                print(f"  {size_name}: explain ({key[8:]}) / predict, same photo, batch 1, in-process, median of {cost['count']} = "
-                      f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
-                      f"{cost['threads']} threads)")
-    print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s)")
-    print("  worker RSS, predictions only: " + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values())
-          + "; after explanations (int8 + fp32 loaded): "
-          + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_explained_mb"].values()) + " (<= 1200 MB)")
-    (work / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"(raw figures: {work / 'summary.json'})")
+        require_hey()  # before minutes of in-process measuring
+        run = run_bench(plan)
+    except (HeyError, ClientError, OSError, RuntimeError, ValueError) as e:
+        print(f"lizaalert-bench: {e}", file=sys.stderr)
+        return 1
+    print_table(plan, run)
+    print_ratios(plan, run)
     return 0
 
 

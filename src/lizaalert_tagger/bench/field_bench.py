@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Field throughput: ``tagctl tag-folder DIR --out RUN/`` against what the server itself serves.
 
-The field issue asks that tagging a folder run at >= 80% of the served throughput that
-``lizaalert-bench`` measures at the same concurrency (hey loading one photo over and over),
-for 1,000 generated 12-MP photos. This measures both on one TorchServe, one after the other:
+The target: tagging a folder runs at >= 80% of the served throughput that ``lizaalert-bench``
+measures at the same concurrency (hey loading one photo over and over), for 1,000 generated 12-MP
+photos. This measures both on one TorchServe, one after the other:
 
 1. ``--count`` 12-MP photos (``bench.bench_photo``: a generated scene with sensor noise, JPEG q90,
    ~2.5 MB) in 10 sub-folders, ``--exif-fraction`` of them with EXIF time and GPS; ``--distinct``
@@ -15,8 +14,8 @@ for 1,000 generated 12-MP photos. This measures both on one TorchServe, one afte
    process, its wall time from start to exit) -> hey again; ratio = tag-folder / mean of the two hey runs;
 4. with ``--report``, the time of ``tagctl report`` too (thumbnails in parallel, draft mode).
 
-    python -m lizaalert_tagger.bench.field_bench                       # 1,000 photos, c=16 (10-30 min on 2 cores)
-    python -m lizaalert_tagger.bench.field_bench --count 48 --concurrency 4 --distinct 4   # a quick look
+    lizaalert-field-bench                                          # 1,000 photos, c=16 (10-30 min on 2 cores)
+    lizaalert-field-bench --count 48 --concurrency 4 --distinct 4  # a quick look
 
 Needs ``hey`` (``make system-tools``) and, without --inference-url, the default archive (``make model``).
 Exit 1 when a ratio is below ``--min-ratio``. Raw figures go to WORK/field_bench.json.
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -33,14 +31,17 @@ import time
 from multiprocessing import get_context
 from pathlib import Path
 
+from lizaalert_tagger.bench.bench import SIZES, bench_photo
+from lizaalert_tagger.bench.hey import HeyError, require_hey, run_hey
+from lizaalert_tagger.client.http import MODEL_NAME, ClientError
+from lizaalert_tagger.common.machine import available_cores, cpu_model
 from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE, ROOT
+from lizaalert_tagger.ops.torchserve import TorchServe, free_port
 
 DEFAULT_WORK = ROOT / "build" / "field-bench"
 
 
 def _base_photo(job: tuple[Path, str, int]) -> Path:
-    from lizaalert_tagger.bench.bench import bench_photo
-
     path, name, seed = job
     if not path.exists():
         tmp = path.with_suffix(".tmp")
@@ -52,8 +53,6 @@ def _base_photo(job: tuple[Path, str, int]) -> Path:
 def make_photos(work: Path, count: int, distinct: int, name: str, exif_fraction: float, jobs: int) -> Path:
     """``work/photos/partNN/IMG_NNNNN.jpg``: ``count`` photos from ``distinct`` pictures, some with EXIF."""
     from lizaalert_tagger.scenes.exif import with_exif
-
-    from lizaalert_tagger.bench.bench import SIZES
 
     size = SIZES[name]
     base_dir = work / f"base-{name}-{size[0]}x{size[1]}"
@@ -79,7 +78,8 @@ def make_photos(work: Path, count: int, distinct: int, name: str, exif_fraction:
     return folder
 
 
-def tagctl_command(args: argparse.Namespace, ts) -> list[str]:
+def tagctl_command(ts: dict) -> list[str]:
+    """``tagctl`` of this environment with the server's URLs and credentials."""
     script = Path(sys.executable).parent / "tagctl"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "lizaalert_tagger.client.tagctl"]
     command += ["--inference-url", ts["inference_url"], "--management-url", ts["management_url"]]
@@ -90,10 +90,79 @@ def tagctl_command(args: argparse.Namespace, ts) -> list[str]:
     return command
 
 
-def main(argv: list[str] | None = None) -> int:
-    from lizaalert_tagger.bench.bench import SIZES
+def measure(args: argparse.Namespace, ts: dict, client, folder: Path, sample: Path, concurrency: int) -> dict:
+    """One concurrency: hey (served) -> tag-folder (the real CLI, a process of its own) -> hey again."""
+    n = args.requests or max(96, 24 * concurrency)
+    url = f"{ts['inference_url']}/predictions/{MODEL_NAME}"
+    before = run_hey(url, sample, concurrency, client.keys.inference, requests=n).summary()
+    out = args.work.resolve() / f"run-c{concurrency}"
+    command = tagctl_command(ts) + ["tag-folder", str(folder), "--out", f"{out}/", "--restart",
+                                    "--concurrency", str(concurrency), "--quiet"]
+    t0 = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True)
+    tag_s = time.monotonic() - t0
+    if result.returncode != 0:
+        print(result.stdout + result.stderr, file=sys.stderr)
+        raise RuntimeError(f"tag-folder exited {result.returncode}")
+    after = run_hey(url, sample, concurrency, client.keys.inference, requests=n).summary()
+    served = (before["rps"] + after["rps"]) / 2
+    row = {"concurrency": concurrency, "served_rps": served, "served_rps_runs": [before["rps"], after["rps"]],
+           "hey_errors": before["errors"] + after["errors"], "tag_folder_s": tag_s,
+           "tag_folder_rps": args.count / tag_s, "tag_folder_says": result.stdout.strip().splitlines()[-1:]}
+    row["ratio"] = row["tag_folder_rps"] / served if served else 0.0
+    if args.report:
+        t0 = time.monotonic()
+        subprocess.run(tagctl_command(ts) + ["report", str(out), "--quiet"], check=True, capture_output=True)
+        row["report_s"] = time.monotonic() - t0
+    return row
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def run_field_bench(args: argparse.Namespace, concurrencies: list[int]) -> list[dict]:
+    """The photos made (or reused), a server started (or the given one), one row per concurrency."""
+    from lizaalert_tagger.client.http import TaggerClient
+
+    work = args.work.resolve()
+    folder = make_photos(work, args.count, args.distinct, args.size, args.exif_fraction, args.jobs)
+    sample = next(folder.rglob("IMG_00000.jpg"))
+    server = None
+    try:
+        if args.inference_url:
+            ts = {"inference_url": args.inference_url, "management_url": args.management_url or args.inference_url,
+                  "key_file": args.key_file, "token": args.token}
+            client = TaggerClient(args.inference_url, args.management_url, args.key_file, args.token)
+        else:
+            server = TorchServe(run_dir=work / "torchserve", model_store=args.archive.parent,
+                                ports=(free_port(), free_port(), free_port()))
+            server.start(timeout=300)
+            ts = {"inference_url": server.inference_url, "management_url": server.management_url, "key_file": server.key_file}
+            client = TaggerClient(server.inference_url, server.management_url, server.key_file)
+        client.predict(sample.read_bytes())  # warm
+        return [measure(args, ts, client, folder, sample, c) for c in concurrencies]
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def print_rows(args: argparse.Namespace, rows: list[dict]) -> bool:
+    """The table; True when every ratio reaches ``--min-ratio``."""
+    width, height = SIZES[args.size]
+    print(f"\nlizaalert-field-bench: {args.count} photos {args.size} ({width}x{height}, "
+          f"{args.distinct} distinct, EXIF {args.exif_fraction:.0%}) ({time.strftime('%Y-%m-%d %H:%M')}, "
+          f"{platform.node()}, {available_cores()} cores, CPU: {cpu_model()})")
+    print(f"{'conc':>4} {'hey img/s':>10} {'tag-folder img/s':>17} {'ratio':>6} {'target':>7}" + ("  report s" if args.report else ""))
+    passed = True
+    for r in rows:
+        ok = r["ratio"] >= args.min_ratio
+        passed &= ok
+        print(f"{r['concurrency']:>4} {r['served_rps']:>10.2f} {r['tag_folder_rps']:>17.2f} {r['ratio']:>6.2f} "
+              f"{'>= ' + format(args.min_ratio, '.2f'):>7} {'ok' if ok else 'BELOW'}"
+              + (f"  {r['report_s']:8.1f}" if args.report else ""))
+    return passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lizaalert-field-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000, help="photos in the folder (default: %(default)s)")
     parser.add_argument("--distinct", type=int, default=40,
                         help="different pictures among them, each made once (default: %(default)s)")
@@ -109,83 +178,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", type=Path, help="its key_file.json (with --inference-url)")
     parser.add_argument("--token", help="its inference token (with --inference-url, instead of --key-file)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="photos and runs (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes making photos (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=available_cores(), help="processes making photos (default: %(default)s)")
     parser.add_argument("--report", action="store_true", help="also time `tagctl report` on the run")
     parser.add_argument("--min-ratio", type=float, default=0.8, help="exit 1 below this ratio (default: %(default)s)")
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     if args.count < 1 or args.distinct < 1 or min(concurrencies) < 1:
         parser.error("expected --count, --distinct and every --concurrency >= 1")
-
-    from lizaalert_tagger.bench.bench import hey_load
-    from lizaalert_tagger.common.machine import available_cores, cpu_model
-    from lizaalert_tagger.client.http import TaggerClient
-
-    work = args.work.resolve()
-    folder = make_photos(work, args.count, args.distinct, args.size, args.exif_fraction, args.jobs)
-    sample = next(folder.rglob("IMG_00000.jpg"))
-    server = None
-    if args.inference_url:
-        ts = {"inference_url": args.inference_url, "management_url": args.management_url or args.inference_url,
-              "key_file": args.key_file, "token": args.token}
-        client = TaggerClient(args.inference_url, args.management_url, args.key_file, args.token)
-    else:
-        from lizaalert_tagger.ops.runtime import TorchServe, free_port
-
-        if not args.archive.exists():
-            parser.error(f"{args.archive} does not exist: `make model` builds it, or give --archive/--inference-url")
-        server = TorchServe(run_dir=work / "torchserve", model_store=args.archive.parent,
-                            ports=(free_port(), free_port(), free_port()))
-        server.start(timeout=300)
-        ts = {"inference_url": server.inference_url, "management_url": server.management_url, "key_file": server.key_file}
-        client = TaggerClient(server.inference_url, server.management_url, server.key_file)
-    rows = []
+    if not args.inference_url and not args.archive.exists():
+        parser.error(f"{args.archive} does not exist: `make model` builds it, or give --archive/--inference-url")
     try:
-        client.predict(sample.read_bytes())  # warm
-        url = f"{ts['inference_url']}/predictions/lizaalert_tagger"
-        for c in concurrencies:
-            n = args.requests or max(96, 24 * c)
-            before = hey_load(url, sample, n, c, client.keys.inference)
-            out = work / f"run-c{c}"
-            command = tagctl_command(args, ts) + ["tag-folder", str(folder), "--out", f"{out}/", "--restart",
-                                                  "--concurrency", str(c), "--quiet"]
-            t0 = time.monotonic()
-            result = subprocess.run(command, capture_output=True, text=True)
-            tag_s = time.monotonic() - t0
-            if result.returncode != 0:
-                print(result.stdout + result.stderr, file=sys.stderr)
-                raise SystemExit(f"field_bench: tag-folder exited {result.returncode}")
-            after = hey_load(url, sample, n, c, client.keys.inference)
-            served = (before["rps"] + after["rps"]) / 2
-            row = {"concurrency": c, "served_rps": served, "served_rps_runs": [before["rps"], after["rps"]],
-                   "hey_errors": before["errors"] + after["errors"], "tag_folder_s": tag_s,
-                   "tag_folder_rps": args.count / tag_s, "tag_folder_says": result.stdout.strip().splitlines()[-1:]}
-            row["ratio"] = row["tag_folder_rps"] / served if served else 0.0
-            if args.report:
-                t0 = time.monotonic()
-                subprocess.run(tagctl_command(args, ts) + ["report", str(out), "--quiet"], check=True, capture_output=True)
-                row["report_s"] = time.monotonic() - t0
-            rows.append(row)
-    finally:
-        if server is not None:
-            server.stop()
-
-    print(f"\nfield_bench: {args.count} photos {args.size} ({SIZES[args.size][0]}x{SIZES[args.size][1]}, "
-          f"{args.distinct} distinct, EXIF {args.exif_fraction:.0%}) ({time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{platform.node()}, {available_cores()} cores, CPU: {cpu_model()})")
-    print(f"{'conc':>4} {'hey img/s':>10} {'tag-folder img/s':>17} {'ratio':>6} {'target':>7}" + ("  report s" if args.report else ""))
-    failed = False
-    for r in rows:
-        ok = r["ratio"] >= args.min_ratio
-        failed |= not ok
-        print(f"{r['concurrency']:>4} {r['served_rps']:>10.2f} {r['tag_folder_rps']:>17.2f} {r['ratio']:>6.2f} "
-              f"{'>= ' + format(args.min_ratio, '.2f'):>7} {'ok' if ok else 'BELOW'}"
-              + (f"  {r['report_s']:8.1f}" if args.report else ""))
+        require_hey()
+        rows = run_field_bench(args, concurrencies)
+    except (HeyError, ClientError, OSError, RuntimeError, ValueError) as e:
+        print(f"lizaalert-field-bench: {e}", file=sys.stderr)
+        return 2
+    passed = print_rows(args, rows)
+    work = args.work.resolve()
     (work / "field_bench.json").write_text(json.dumps({"args": vars(args) | {"work": str(work), "archive": str(args.archive),
                                                                                 "key_file": str(args.key_file)},
                                                        "rows": rows}, indent=2, default=str))
     print(f"(raw figures: {work / 'field_bench.json'})")
-    return 1 if failed else 0
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

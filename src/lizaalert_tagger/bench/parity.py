@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Accuracy parity of the fast variant against fp32 on held-out generated scenes.
 
     lizaalert-parity [--archive model_store/lizaalert_tagger.mar] [--variant int8] [--count 300] [--seed 1001]
@@ -7,7 +6,7 @@ Decodes the scenes with the serving preprocessing, runs the archive's model in
 fp32 and in the variant (default: the precision its model-config.yaml serves),
 and prints the share of tags (attribute values) on which the two agree and both
 scores. Exit 1 if agreement < 99.5 % or the score drops by more than 0.005
-(the performance issue's bars).
+(the project's bars for a fast variant).
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from lizaalert_tagger.common.paths import DEFAULT_ARCHIVE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="lizaalert-parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="(default: %(default)s)")
     parser.add_argument("--variant", choices=("bf16", "int8"), help="variant to compare with fp32 (default: the archive's precision)")
     parser.add_argument("--count", type=int, default=300, help="held-out scenes (default: %(default)s)")
@@ -29,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from lizaalert_tagger import scenes as make_scenes
+    from lizaalert_tagger.scenes import make_dataset
     from lizaalert_tagger.common.labels_csv import read_labels
     from lizaalert_tagger.common.scoring import score_codes
-    from lizaalert_tagger.serving.service import HandlerSettings, load_model
+    from lizaalert_tagger.serving.settings import HandlerSettings
+    from lizaalert_tagger.vision.inference import load_model
     from lizaalert_tagger.common.spec import load_spec
-    from lizaalert_tagger.training.train import codes_from_logits, load_pixels, predict_logits
+    from lizaalert_tagger.training.data import load_pixels
+    from lizaalert_tagger.training.evaluation import predict_logits
+    from lizaalert_tagger.vision.answers import codes_from_logits
 
     work = Path(tempfile.mkdtemp(prefix="lizaalert-parity-"))
     with zipfile.ZipFile(args.archive) as zf:
@@ -46,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = load_spec(work / "model" / "attributes.json")
     try:
-        models = {name: load_model(work / "model", spec, HandlerSettings(precision=name)) for name in ("fp32", variant)}
+        models = {name: load_model(work / "model", spec, name) for name in ("fp32", variant)}
     except (FileNotFoundError, ValueError) as e:
-        print(f"parity.py: {e}", file=sys.stderr)
+        print(f"lizaalert-parity: {e}", file=sys.stderr)
         return 2
-    make_scenes.main(["--out", str(work / "scenes"), "--count", str(args.count), "--seed", str(args.seed), "--quiet"])
+    make_dataset(work / "scenes", args.count, args.seed, jobs=2, spec=spec)
     table = read_labels(work / "scenes" / "labels.csv", spec)
     pixels, kept, _ = load_pixels([work / "scenes" / "images" / r.filename for r in table.rows], spec, jobs=2)
     truth = {a.key: [table.rows[i].labels[a.key] for i in kept] for a in spec.attributes}

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build a TorchServe archive (.mar) of the tagger from a weights file.
 
 The archive's root holds what ``handler/`` holds (the TorchServe adapter, the
@@ -19,8 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import hashlib
 import json
 import shutil
@@ -29,15 +26,15 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
 from lizaalert_tagger.common.paths import HANDLER_DIR, MODEL_STORE
-from lizaalert_tagger.serving.service import WEIGHTS_FILENAME
+from lizaalert_tagger.common.spec import SPEC_FILENAME
+from lizaalert_tagger.vision.inference import WEIGHTS_FILENAME
 
 MODEL_NAME = "lizaalert_tagger"
 HANDLER_FILE = "tagger_handler.py"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lizaalert_tagger/
 CARRIED_SUBPACKAGES = ("common", "vision", "serving")  # what the handler imports, and all they import
-SPEC_NAME = "attributes.json"
-WEIGHTS_NAME = WEIGHTS_FILENAME  # the fp32 state dict, named once in tagger_service
 FIXED_DATE = "01/01/2000 00:00:00"  # manifest "createdOn", fixed for reproducible archives
 ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 CALIBRATION_SEED = 2  # int8 calibration scenes: not the training (0), threshold (1) or held-out (1001) seeds
@@ -60,7 +57,7 @@ def check_inputs(weights: Path, spec_path: Path) -> None:
 def config_precision(config: Path) -> str:
     """The precision the config's ``handler:`` section serves, validated as the worker will validate it."""
     import yaml
-    from lizaalert_tagger.serving.service import HandlerSettings
+    from lizaalert_tagger.serving.settings import HandlerSettings
 
     return HandlerSettings.from_yaml((yaml.safe_load(Path(config).read_text()) or {}).get("handler")).precision
 
@@ -71,23 +68,23 @@ def calibration_images(spec_path: Path, photos: Path | None = None, count: int =
     From ``photos`` (a folder of real photos) when given, else generated scenes
     at real photo sizes (640..4000 px, seed ``CALIBRATION_SEED``).
     """
-    from lizaalert_tagger import scenes as make_scenes
-    from lizaalert_tagger.vision.preprocess import ImageError, preprocess_image
+    from lizaalert_tagger.common.errors import InvalidInput
+    from lizaalert_tagger.scenes import make_dataset
+    from lizaalert_tagger.vision.preprocess import preprocess_image
     from lizaalert_tagger.common.spec import load_spec
 
     spec = load_spec(spec_path)
     with tempfile.TemporaryDirectory() as tmp:
         if photos is None:
             photos = Path(tmp) / "scenes"
-            with contextlib.redirect_stdout(io.StringIO()):  # its label summary is noise here
-                make_scenes.main(["--out", str(photos), "--count", str(count), "--seed", str(CALIBRATION_SEED), "--quiet"])
+            make_dataset(photos, count, CALIBRATION_SEED, jobs=2, spec=spec)
             photos = photos / "images"
         files = sorted(p for p in Path(photos).iterdir() if p.is_file())[:count]
         tensors = []
         for path in files:
             try:
                 tensors.append(preprocess_image(path.read_bytes(), spec.preprocessing))
-            except ImageError:
+            except InvalidInput:
                 continue  # not a photo: calibrate on the others
     if not tensors:
         raise ValueError(f"no usable calibration photo in {photos}")
@@ -164,7 +161,7 @@ def build_archive(
     weights: Path,
     version: str,
     *,
-    spec: Path = HANDLER_DIR / SPEC_NAME,
+    spec: Path = HANDLER_DIR / SPEC_FILENAME,
     config: Path = HANDLER_DIR / "model-config.yaml",
     store: Path = MODEL_STORE,
     file_name: str | None = None,
@@ -193,12 +190,12 @@ def build_archive(
         tmp = Path(tmp)
         staging = tmp / "staging"
         staging.mkdir()
-        shutil.copyfile(spec, staging / SPEC_NAME)
-        stage_weights(weights, staging / WEIGHTS_NAME)
+        shutil.copyfile(spec, staging / SPEC_FILENAME)
+        stage_weights(weights, staging / WEIGHTS_FILENAME)
         package = staging / "package"
         copy_package(package / PACKAGE_DIR.name)
         # a directory in --extra-files is copied by content: lizaalert_tagger/ lands at the archive's root
-        extra = [str(package), str(staging / SPEC_NAME)]
+        extra = [str(package), str(staging / SPEC_FILENAME)]
         if int8:
             from lizaalert_tagger.vision.quantize import INT8_FILENAME
 
@@ -209,7 +206,7 @@ def build_archive(
             str(Path(sys.executable).parent / "torch-model-archiver"),
             "--model-name", name,
             "--version", version,
-            "--serialized-file", str(staging / WEIGHTS_NAME),
+            "--serialized-file", str(staging / WEIGHTS_FILENAME),
             "--handler", str(HANDLER_DIR / HANDLER_FILE),
             "--extra-files", ",".join(extra),
             "--config-file", str(config),
@@ -230,13 +227,12 @@ def build_archive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="lizaalert-archive", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True,
                         help="weights: a .safetensors file or a state dict saved with torch.save(model.state_dict())")
     parser.add_argument("--version", required=True, help="model version, e.g. 1.0 or 2.0")
-    parser.add_argument("--spec", type=Path, default=HANDLER_DIR / SPEC_NAME, help="attribute spec (default: %(default)s)")
+    parser.add_argument("--spec", type=Path, default=HANDLER_DIR / SPEC_FILENAME, help="attribute spec (default: %(default)s)")
     parser.add_argument("--config", type=Path, default=HANDLER_DIR / "model-config.yaml", help="model-config.yaml (default: %(default)s)")
     parser.add_argument("--store", type=Path, default=MODEL_STORE, help="model store directory (default: %(default)s)")
     parser.add_argument("--file", dest="file_name", help="archive file name (default: lizaalert_tagger_<version>.mar)")
@@ -251,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             args.weights, args.version, spec=args.spec, config=args.config,
             store=args.store, file_name=args.file_name, name=args.name, int8=args.int8, calibration=args.calibration,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"archive.py: {e}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as e:  # a missing input, an unwritable store, a failed archiver
+        print(f"lizaalert-archive: {e}", file=sys.stderr)
         return 2
     print(f"wrote {path} (model {args.name}, version {args.version}, {path.stat().st_size / 1e6:.1f} MB)")
     return 0

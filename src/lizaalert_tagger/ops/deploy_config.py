@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from lizaalert_tagger.common.paths import CONFIG_PROPERTIES
-from lizaalert_tagger.ops.runtime import read_properties, write_properties
+from lizaalert_tagger.ops.properties import read_properties, write_properties
 
 IMAGE_DIR = "/opt/tagger"  # where the Dockerfile puts the archive, metrics.yaml and these configs
 PROFILES = ("container", "pod")

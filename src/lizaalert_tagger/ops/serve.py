@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Serve the tagger with TorchServe in the foreground, using config.properties.
 
 Runs TorchServe from the run directory (default ``run/``): its token file
@@ -20,8 +19,8 @@ import sys
 from pathlib import Path
 
 from lizaalert_tagger.client.http import ClientError
-from lizaalert_tagger.common.paths import EXAMPLE_PHOTO, ROOT
-from lizaalert_tagger.ops.runtime import DEFAULT_MODEL_STORE, DEFAULT_RUN_DIR, TorchServe
+from lizaalert_tagger.common.paths import EXAMPLE_PHOTO, MODEL_STORE, ROOT, RUN_DIR
+from lizaalert_tagger.ops.torchserve import TorchServe
 
 
 def _relative(path: Path) -> Path:
@@ -29,16 +28,23 @@ def _relative(path: Path) -> Path:
 
 
 def default_versions(ts: TorchServe) -> dict[str, str]:
-    """``{model: default version}`` of the models the server started with ("?" where describe fails)."""
+    """``{model: default version}`` of the models the server started with ("?" where describe fails).
+
+    ValueError when a describe answers with something that is not TorchServe's list of versions.
+    """
     client = ts.client(retries=2, timeout=10)
     versions = {}
     for name in ts.model_names:
         try:
             described = client.management("GET", f"/models/{name}", f"describe {name}")
-            versions[name] = next((str(m["modelVersion"]) for m in described if m.get("isDefault", True)), "?")
-        except (ClientError, KeyError, TypeError) as e:
+        except ClientError as e:
             print(f"warning: {e}", file=sys.stderr)
             versions[name] = "?"
+            continue
+        if not isinstance(described, list) or not all(isinstance(m, dict) for m in described):
+            raise ValueError(f"describe {name} at {ts.management_url} answered {str(described)[:120]!r}, "
+                             f"not TorchServe's list of versions")
+        versions[name] = next((str(m.get("modelVersion", "?")) for m in described if m.get("isDefault", True)), "?")
     return versions
 
 
@@ -69,19 +75,21 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="working directory of TorchServe (default: %(default)s)")
-    parser.add_argument("--model-store", type=Path, default=DEFAULT_MODEL_STORE, help="model store (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="lizaalert-serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="working directory of TorchServe (default: %(default)s)")
+    parser.add_argument("--model-store", type=Path, default=MODEL_STORE, help="model store (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the model to be ready (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore the model state saved by the last run (registered versions, default version) "
                              "and start from config.properties' load_models")
     args = parser.parse_args(argv)
 
-    ts = TorchServe(run_dir=args.run_dir, model_store=args.model_store, quiet=True, restore=not args.fresh)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    print(f"starting TorchServe (console output: {ts.run_dir / 'console.log'}) ...", flush=True)
+    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    ts = None
     try:
+        ts = TorchServe(run_dir=args.run_dir, model_store=args.model_store, quiet=True, restore=not args.fresh)
+        print(f"starting TorchServe (console output: {ts.run_dir / 'console.log'}) ...", flush=True)
         ts.start(timeout=args.timeout)
         print(banner(ts, default_versions(ts)), flush=True)
         ts.process.wait()
@@ -90,11 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopping TorchServe ...", flush=True)
         return 0
-    except (RuntimeError, TimeoutError, ValueError) as e:
-        print(f"lizaalert-serve: {e}", file=sys.stderr)
+    except (ClientError, OSError, RuntimeError, ValueError) as e:  # TimeoutError is an OSError
+        print(f"lizaalert-serve: {_one_line(e)}", file=sys.stderr)
         return 1
     finally:
-        ts.stop()
+        if ts is not None:
+            ts.stop()
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _one_line(error: Exception) -> str:
+    """An error for a person: an OSError about a file says which file and what went wrong."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"cannot use {error.filename}: {error.strerror}"
+    return str(error)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""The tagger network: a ResNet34 trunk and one small head per attribute.
+"""The tagger network: a ResNet34 trunk and one small head per attribute, and its weights' loading.
 
-This is TorchServe's ``--model-file``: it holds exactly one ``nn.Module`` class
-with a no-argument constructor and no serving code. Its output width and head
-layout come from the attribute spec that sits next to it.
+The archive has no TorchServe ``--model-file``: the worker builds :class:`LizaAlertTagger`
+from the attribute spec the archive carries and loads the state dict given to
+``--serialized-file`` into it (:func:`load_tagger`). The output width and head layout
+come from the spec; nothing here knows about serving.
 """
 from __future__ import annotations
 

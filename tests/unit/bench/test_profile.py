@@ -1,8 +1,4 @@
-"""lizaalert-profile: how py-spy's stacks are read and sorted, and a short real run (never timed)."""
-import json
-
-import pytest
-
+"""lizaalert-profile: how py-spy's stacks are read and sorted (a real run: tests/integration/test_bench.py)."""
 from lizaalert_tagger.bench.profile import categorise, read_raw, summarise_stacks
 
 DECODE = ["<module> (ts/model_service_worker.py:10)", "handle (tagger_handler.py:150)",
@@ -30,24 +26,3 @@ def test_raw_stacks_are_read_and_summarised(tmp_path):
     assert summary["share"] == {"decode (Pillow)": 0.6, "network (int8 model)": 0.3, "protocol: read request": 0.1}
     assert summary["self_top"][0] == (DECODE[-1], 0.6)
     assert read_raw(tmp_path / "missing.txt") == {} and summarise_stacks(read_raw(tmp_path / "missing.txt"))["samples"] == 0
-
-
-@pytest.mark.integration
-def test_profile_of_a_short_load(model_store, tmp_path, capsys):
-    """A real TorchServe under hey for a few seconds: CPU per process, and py-spy inside both workers."""
-    from lizaalert_tagger.bench.profile import main
-
-    out = tmp_path / "profile.json"
-    assert main(["--photo", "1080p", "--archive", str(model_store / "lizaalert_tagger.mar"), "--concurrency", "4",
-                 "--warmup", "3", "--seconds", "4", "--no-jfr", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "frontend (Java)" in text and "load generator (hey)" in text and "CPU: " in text
-    result = json.loads(out.read_text())
-    assert result["hey"]["rps"] > 0 and result["hey"]["errors"] == 0
-    assert result["cores_used"]["frontend (Java)"] > 0
-    workers = [name for name in result["cores_used"] if name.startswith("worker ")]
-    assert len(workers) == 2 and all(result["cores_used"][w] > 0 for w in workers)
-    assert len(result["workers"]) == 2
-    for summary in result["workers"].values():  # py-spy saw the handler decode and run the network
-        assert summary["samples"] > 0
-        assert "decode (Pillow)" in summary["share"] and "network (int8 model)" in summary["share"], summary["share"]

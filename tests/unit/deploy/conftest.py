@@ -1,6 +1,8 @@
 """Fixtures of the deployment tests: the Dockerfile parsed, requirements pins, .dockerignore,
 the generated container configs, the manifests, the health check module, a fake TorchServe,
-and the pinned checkers (hadolint, kubernetes-validate), which fail a test when missing."""
+and the pinned checkers (hadolint, kubernetes-validate), which fail a test when missing.
+(``root``, ``project_config`` and the nginx files are in tests/conftest.py: the nginx
+integration tests use them too.)"""
 from __future__ import annotations
 
 import fnmatch
@@ -26,11 +28,6 @@ K8S_VERSIONS = ("1.27.0", "1.37.0")
 
 
 # --- the project ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def root() -> Path:
-    return ROOT
 
 
 @pytest.fixture(scope="session")
@@ -214,13 +211,6 @@ def hadolint() -> str:
 
 
 @pytest.fixture(scope="session")
-def project_config() -> dict[str, str]:
-    from lizaalert_tagger.ops.runtime import read_properties
-
-    return read_properties(ROOT / "config.properties")
-
-
-@pytest.fixture(scope="session")
 def generated_configs(tmp_path_factory) -> dict[str, Path]:
     """The image's two configs, generated as the Dockerfile's builder does (``container``, ``pod``)."""
     from lizaalert_tagger.ops import deploy_config
@@ -236,14 +226,14 @@ def generated_configs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def container_config(generated_configs) -> dict[str, str]:
-    from lizaalert_tagger.ops.runtime import read_properties
+    from lizaalert_tagger.ops.properties import read_properties
 
     return read_properties(generated_configs["container"])
 
 
 @pytest.fixture(scope="session")
 def pod_config(generated_configs) -> dict[str, str]:
-    from lizaalert_tagger.ops.runtime import read_properties
+    from lizaalert_tagger.ops.properties import read_properties
 
     return read_properties(generated_configs["pod"])
 
@@ -410,15 +400,3 @@ def kubernetes_validate():
         pytest.fail("kubernetes-validate is not installed: it is a pinned requirement (requirements.txt); run `make venv`")
     return kubernetes_validate
 
-
-# --- nginx ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def nginx_dir() -> Path:
-    return ROOT / "deploy" / "nginx"
-
-
-@pytest.fixture(scope="session")
-def nginx_template(nginx_dir) -> str:
-    return (nginx_dir / "tagger.conf.template").read_text()

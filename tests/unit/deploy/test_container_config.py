@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lizaalert_tagger.ops import deploy_config
-from lizaalert_tagger.ops import runtime
+from lizaalert_tagger.ops import properties
 
 ADDRESSES = ("inference_address", "management_address", "metrics_address")
 PATHS = {"model_store": "/opt/tagger/model_store", "metrics_config": "/opt/tagger/metrics.yaml"}
@@ -61,9 +61,9 @@ def test_generated_file_says_where_it_comes_from(generated_configs, project_conf
     assert "# Queue up to 100 requests per model version" in text
 
 
-def test_generator_reuses_the_runtime_properties_functions():
-    assert deploy_config.read_properties is runtime.read_properties
-    assert deploy_config.write_properties is runtime.write_properties
+def test_generator_reuses_the_properties_functions_torchserve_uses():
+    assert deploy_config.read_properties is properties.read_properties
+    assert deploy_config.write_properties is properties.write_properties
 
 
 def test_generator_keeps_the_sources_ports(tmp_path):
@@ -87,7 +87,7 @@ def test_generator_cli(tmp_path, root):
     out = tmp_path / "sub" / "pod.properties"
     made = subprocess.run([*command, "--profile", "pod", "--out", str(out)], capture_output=True, text=True, timeout=60, cwd=root)
     assert made.returncode == 0, made.stderr
-    assert runtime.read_properties(out)["disable_token_authorization"] == "true"
+    assert properties.read_properties(out)["disable_token_authorization"] == "true"
     missing = subprocess.run([*command, "--profile", "pod", "--source", str(tmp_path / "none"), "--out", str(tmp_path / "y")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "cannot generate" in missing.stderr
