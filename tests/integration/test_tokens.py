@@ -24,20 +24,23 @@ def test_client_survives_token_expiry(tmp_path, model_store):
         stale = requests.post(f"{server.inference_url}/predictions/lizaalert_tagger", data=photo,
                               headers={"Authorization": f"Bearer {old_token}"}, timeout=30)
         assert stale.status_code == 400 and "Token Authorization failed" in stale.text  # really expired
-        # 12 threads share the client and meet the expired token at once: the token is renewed once
-        # (each renewal invalidates the one before, so one renewal per thread used to lock threads out)
+        # 12 threads share the client and meet the expired tokens of both kinds at once: each kind is
+        # renewed once (each renewal invalidates the one before, so one renewal per thread used to lock
+        # threads out; a counter shared by the kinds made a management renewal pass for an inference one)
         renewals = []
         renew = client._renew
         client._renew = lambda kind: renewals.append(kind) or renew(kind)
         barrier = threading.Barrier(12)
 
-        def predict_together(_):
+        def call_together(i):
             barrier.wait(timeout=30)
+            if i % 3 == 0:
+                return client.management("GET", "/models", "list")["models"][0]["modelName"]
             return client.predict(photo)["model"]["version"]
 
         with ThreadPoolExecutor(12) as pool:
-            assert list(pool.map(predict_together, range(12))) == ["1.0"] * 12
-        assert renewals == ["inference"]
+            assert list(pool.map(call_together, range(12))) == ["lizaalert_tagger", "1.0", "1.0"] * 4
+        assert sorted(renewals) == ["inference", "management"]
         assert client.keys.inference != old_token
         answer = client.predict(photo)
         assert answer["model"]["version"] == "1.0"

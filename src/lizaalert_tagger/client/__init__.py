@@ -1,1 +1,3 @@
-"""The HTTP client, tokens, the run folder, the field report and the tagctl command line (no torch)."""
+"""The client side, without torch: ``http`` (TorchServe's APIs, tokens, retries), ``runner`` (the one bounded
+submit/collect loop), ``run_folder`` (a field run's files), ``report`` (its HTML page), ``commands`` and
+``tag_folder`` (what tagctl's commands do) and ``tagctl`` (the thin command line)."""

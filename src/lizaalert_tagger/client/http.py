@@ -12,7 +12,9 @@
   Inference is idempotent, so POSTs to /predictions are retried; management
   calls that change state (POST) are retried only when the connection failed.
 - Errors: :class:`ClientError` carries one line saying what went wrong and
-  what to do; the CLI prints it instead of a traceback.
+  what to do; the CLI prints it instead of a traceback. ``fatal`` marks the
+  errors that would be the same for every request (no server at the URL, a
+  token that cannot be had): a time-out or an HTTP error is one request's.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from lizaalert_tagger.common.paths import RUN_DIR
@@ -42,12 +44,18 @@ ENV_TOKEN = "LIZAALERT_TOKEN"
 
 
 class ClientError(Exception):
-    """A failure explained in one line for a person."""
+    """A failure explained in one line for a person.
 
-    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+    ``status``: the HTTP status, if the server answered; ``fatal``: the same for every request
+    (the server cannot be reached, the token is refused and cannot be renewed), so a command that
+    sends many stops instead of failing each one.
+    """
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.fatal = fatal
 
 
 INFERENCE_RETRY_STATUSES = (503, 507)
@@ -92,10 +100,10 @@ def read_keys(key_file: Path) -> Keys:
     except FileNotFoundError:
         raise ClientError(
             f"token file {key_file} not found: is the server running (make serve)? "
-            f"Point --key-file/${ENV_KEY_FILE} at its key_file.json, or pass --token/${ENV_TOKEN}."
+            f"Point --key-file/${ENV_KEY_FILE} at its key_file.json, or pass --token/${ENV_TOKEN}.", fatal=True
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ClientError(f"token file {key_file} is unreadable or not TorchServe's key file ({e})") from None
+        raise ClientError(f"token file {key_file} is unreadable or not TorchServe's key file ({e})", fatal=True) from None
 
 
 def _is_token_error(response: requests.Response) -> bool:
@@ -131,7 +139,9 @@ class TaggerClient:
         self.tokens = tokens
         self._keys: Keys | None = None
         self._renew_lock = threading.Lock()
-        self._generation = 0  # bumped whenever the tokens in use change
+        # per token kind, bumped whenever that kind's token changes: the two kinds expire together, and a
+        # renewal of one must not make a request refused with the other believe its token was renewed
+        self._generation = {"inference": 0, "management": 0}
         self.sessions = {
             "inference": self._session(make_retry(retries), pool_size),
             "management": self._session(
@@ -163,7 +173,7 @@ class TaggerClient:
         """Renew the ``inference`` or ``management`` token now (``tagctl token --renew``)."""
         with self._renew_lock:
             token = self._renew(kind)
-            self._generation += 1
+            self._generation[kind] += 1
             return token
 
     def _renew(self, kind: str) -> str:
@@ -174,23 +184,31 @@ class TaggerClient:
         """
         api = self.keys.api
         if not api:
-            raise ClientError(f"the {kind} token was refused and there is no API key to renew it: get a fresh token from the server's key_file.json")
+            raise ClientError(f"the {kind} token was refused and there is no API key to renew it: get a fresh token from the server's key_file.json", fatal=True)
         r = self._send("management", "GET", f"{self.management_url}/token", {"type": kind}, headers={"Authorization": f"Bearer {api}"})
         if r.status_code != 200:
-            raise ClientError(f"renewing the {kind} token failed (HTTP {r.status_code}): {r.text.strip()[:200]}", r.status_code)
+            raise ClientError(f"renewing the {kind} token failed (HTTP {r.status_code}): {r.text.strip()[:200]}", r.status_code, fatal=True)
         self._keys = None
         return getattr(self.keys, kind)
 
     def _send(self, api: str, method: str, url: str, params=None, **kwargs) -> requests.Response:
+        """One HTTP call (urllib3 retries included); a failure without an answer becomes a ClientError,
+        fatal when the server cannot be reached at all, one request's when it timed out or dropped it."""
+        timed_out = f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung"
         try:
             return self.sessions[api].request(method, url, params=params, timeout=self.timeout, **kwargs)
         except requests.exceptions.ConnectionError as e:
+            reason = e.args[0] if e.args else None
+            reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the last error
             # with read=0 retries, urllib3 reports a read timeout as a ConnectionError around ReadTimeoutError
-            if isinstance(getattr(e.args[0] if e.args else None, "reason", None), ReadTimeoutError):
-                raise ClientError(f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung") from None
-            raise ClientError(f"cannot reach {url.split('/', 3)[:3][-1]}: is TorchServe running (make serve)? Check the URL (--inference-url/--management-url).") from None
+            if isinstance(reason, ReadTimeoutError):
+                raise ClientError(timed_out) from None
+            if isinstance(reason, ProtocolError):  # connected, then dropped: this request's failure
+                raise ClientError(f"{method} {url}: the server closed the connection without an answer ({reason})") from None
+            raise ClientError(f"cannot reach {url.split('/', 3)[:3][-1]}: is TorchServe running (make serve)? "
+                              "Check the URL (--inference-url/--management-url).", fatal=True) from None
         except requests.exceptions.Timeout:
-            raise ClientError(f"{method} {url} timed out after {self.timeout:.0f} s: the server is overloaded or a worker hung") from None
+            raise ClientError(timed_out) from None
         except requests.exceptions.RetryError as e:
             raise ClientError(f"{method} {url} still failing after retries: {e}") from None
 
@@ -206,15 +224,17 @@ class TaggerClient:
                 headers["Authorization"] = f"Bearer {token}"
             return self._send(api, method, url, params, headers=headers, **kwargs)
 
-        generation = self._generation
+        generation = self._generation[api]
         response = send(getattr(self.keys, api))
         if not _is_token_error(response):
             return response
         if self.fixed_token:
-            raise ClientError(f"the server refused the {api} token given by --token/${ENV_TOKEN}: it is wrong or expired", response.status_code)
+            raise ClientError(f"the server refused the {api} token given by --token/${ENV_TOKEN}: it is wrong or expired",
+                              response.status_code, fatal=True)
         response = send(self._fresh_token(api, generation))
         if _is_token_error(response):
-            raise ClientError(f"the server still refuses the renewed {api} token; check that {self.key_file} belongs to this server", response.status_code)
+            raise ClientError(f"the server still refuses the renewed {api} token; check that {self.key_file} belongs to this server",
+                              response.status_code, fatal=True)
         return response
 
     def _fresh_token(self, api: str, refused_generation: int) -> str:
@@ -227,14 +247,14 @@ class TaggerClient:
         the token of the renewal before it.
         """
         with self._renew_lock:
-            if self._generation != refused_generation:  # another thread already renewed
+            if self._generation[api] != refused_generation:  # another thread already renewed this kind
                 return getattr(self.keys, api)
             old = getattr(self.keys, api)
             self._keys = None
             token = getattr(self.keys, api)
             if token == old:
                 token = self._renew(api)
-            self._generation += 1
+            self._generation[api] += 1
             return token
 
     # --- inference --------------------------------------------------------
@@ -287,6 +307,9 @@ class TaggerClient:
             described = self.management("GET", f"/models/{model}", f"describe {model}")
         except ClientError:
             return False
+        if not isinstance(described, list) or not all(isinstance(v, dict) for v in described):
+            raise ClientError(f"describe {model} answered with {str(described)[:120]!r}, not TorchServe's list of "
+                              f"versions: is {self.management_url} TorchServe's management API?")
         return any(w.get("status") == "READY" for version in described for w in version.get("workers", []))
 
     # --- management -------------------------------------------------------

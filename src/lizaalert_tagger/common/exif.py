@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lizaalert_tagger.common.formats import FORMATS_TEXT, open_image
+
 __all__ = ["PhotoExif", "read_exif", "exif_of_image"]
 
 # Tag numbers (EXIF 2.32 / TIFF 6.0)
@@ -247,16 +249,16 @@ def read_exif(source: bytes | str | Path) -> PhotoExif:
 
     A file that cannot be opened as an image gives an empty result with a warning.
     """
-    from PIL import Image
+    from PIL import UnidentifiedImageError
 
     try:
         stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else open(source, "rb")
     except OSError as e:
         return PhotoExif(warnings=(f"cannot read: {e.strerror or e}",))
     try:
-        with stream, Image.open(stream) as img:
+        with stream, open_image(stream) as img:
             return exif_of_image(img)
-    except Image.UnidentifiedImageError:
-        return PhotoExif(warnings=("no EXIF read: not an image Pillow can open",))
+    except UnidentifiedImageError:
+        return PhotoExif(warnings=(f"no EXIF read: not a photo ({FORMATS_TEXT})",))
     except Exception as e:  # noqa: BLE001 - an image Pillow cannot parse: no EXIF to read
         return PhotoExif(warnings=(f"no EXIF read: {type(e).__name__}: {' '.join(str(e).split())[:SHOWN]}",))

@@ -22,6 +22,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lizaalert_tagger.common.formats import FORMATS_TEXT, file_format, is_photo_name
 from lizaalert_tagger.common.spec import AttributeSpec, load_spec
 
 __all__ = [
@@ -31,29 +33,12 @@ __all__ = [
     "Problem",
     "ResolvedImages",
     "SkippedRow",
-    "image_format",
     "read_labels",
     "resolve_images",
     "write_labels",
 ]
 
 DELIMITER = ";"
-
-# Photo formats the service decodes (tagger_preprocess.ALLOWED_FORMATS), by
-# their leading bytes. Kept here rather than imported so that this module does
-# not pull in torch.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".mpo"}
-)
 
 _INTEGER = re.compile(r"[+-]?\d+(?:\.0*)?")  # "1" and, as spreadsheets export it, "1.0"
 
@@ -194,7 +179,21 @@ def read_labels(path: str | Path, spec: AttributeSpec | None = None) -> LabelsTa
     header = next(reader, None)
     if not header or not any(cell.strip() for cell in header):
         raise LabelsFormatError(f"{path}: the file is empty; expected a header with {_expected_columns(spec)}")
+    file_column, attribute_columns = _header_columns(path, header, delimiter, spec)
+    used = {file_column, *attribute_columns.values()}
+    table = LabelsTable(
+        path=path,
+        header=header,
+        delimiter=delimiter,
+        ignored_columns=[c for i, c in enumerate(header) if i not in used and c.strip()],
+    )
+    _read_rows(reader, table, file_column, attribute_columns, spec)
+    return table
 
+
+def _header_columns(path: Path, header: list[str], delimiter: str, spec: AttributeSpec) -> tuple[int, dict[str, int]]:
+    """The positions of the file-name column and of each attribute's column; ``LabelsFormatError``
+    when a column is missing, given twice, or given in two spellings."""
     positions = {_normalise(cell): i for i, cell in reversed(list(enumerate(header)))}
     duplicates = [cell for cell, n in Counter(_normalise(c) for c in header).items() if n > 1 and cell]
     if duplicates:
@@ -220,16 +219,13 @@ def read_labels(path: str | Path, spec: AttributeSpec | None = None) -> LabelsTa
             f"{path}: missing column(s) {', '.join(missing)}. Found header {header} "
             f"(separator {delimiter!r}); expected the columns {_expected_columns(spec)} in any order"
         )
-    used = {file_column, *attribute_columns.values()}
-    table = LabelsTable(
-        path=path,
-        header=header,
-        delimiter=delimiter,
-        ignored_columns=[c for i, c in enumerate(header) if i not in used and c.strip()],
-    )
+    return file_column, attribute_columns
 
+
+def _read_rows(reader, table: LabelsTable, file_column: int, attribute_columns: dict[str, int], spec: AttributeSpec) -> None:
+    """Every row after the header into ``table.rows``, or with its reasons into ``table.problems``."""
+    header = table.header
     first_seen: dict[str, int] = {}
-    line = 1
     for cells in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
@@ -261,19 +257,6 @@ def read_labels(path: str | Path, spec: AttributeSpec | None = None) -> LabelsTa
             continue
         first_seen[filename] = line
         table.rows.append(LabelRow(line, filename, labels))
-    return table
-
-
-def image_format(path: Path) -> str | None:
-    """The photo format of a file by its leading bytes (JPEG, PNG, ...), or None if it is not one."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
 
 
 @dataclass(frozen=True)
@@ -323,13 +306,13 @@ def resolve_images(table: LabelsTable, images_dir: str | Path, check_magic: bool
     skipped: list[SkippedRow] = []
     for row in table.rows:
         path = images_dir / row.filename
-        suffix = path.suffix.lower()
-        if suffix not in IMAGE_EXTENSIONS:
+        if not is_photo_name(path):
+            suffix = path.suffix.lower()
             skipped.append(SkippedRow(row, "not an image", f"extension {suffix or '(none)'!r} is not a photo format"))
         elif not path.is_file():
             skipped.append(SkippedRow(row, "missing", f"{path} does not exist"))
-        elif check_magic and image_format(path) is None:
-            skipped.append(SkippedRow(row, "not an image", f"{path} does not start like a JPEG/PNG/WebP/BMP/TIFF/GIF"))
+        elif check_magic and file_format(path) is None:
+            skipped.append(SkippedRow(row, "not an image", f"{path} does not start like a photo ({FORMATS_TEXT})"))
         else:
             usable.append((row, path))
     return ResolvedImages(usable, skipped, list(table.problems))

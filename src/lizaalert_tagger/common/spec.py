@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Sequence
 
-from lizaalert_tagger.common.paths import HANDLER_DIR
-
 SPEC_FILENAME = "attributes.json"
-DEFAULT_SPEC_PATH = HANDLER_DIR / SPEC_FILENAME  # the source of truth; archives carry a tuned copy
+# Package data, so that a client-only install (a wheel, no checkout) has it too. In the checkout it is a
+# link to handler/attributes.json, the source of truth; archives carry a tuned copy at their root.
+DEFAULT_SPEC_PATH = Path(__file__).with_name(SPEC_FILENAME)
+NO_TAG_CODE = 0  # "not visible" of a categorical attribute, "absent" of a binary one
 
 KINDS = ("binary", "categorical")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # preprocess.py maps each to Pillow's filter
@@ -27,6 +29,12 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # preprocess.py maps each t
 
 class SpecError(ValueError):
     """The attribute spec is malformed; the message says what and where."""
+
+
+def is_tag(code: int) -> bool:
+    """The one rule of what a photo is tagged with: every code but ``NO_TAG_CODE`` (a categorical value
+    other than "not visible", a binary attribute that is present)."""
+    return code != NO_TAG_CODE
 
 
 @dataclass(frozen=True)
@@ -99,15 +107,35 @@ class AttributeSpec:
                 return attribute
         raise KeyError(f"no attribute {key!r}; the spec has {', '.join(self.keys)}")
 
-    def answer_codes(self, answer: dict[str, Any]) -> dict[str, int]:
-        """The seed's integer code per attribute key from one served answer (``decode.decode_logits``'s shape).
+    def answer_codes(self, answer: Mapping[str, Any]) -> dict[str, int]:
+        """The seed's integer code per attribute key from one served answer (``answers.decode_logits``'s shape).
 
-        Here rather than in ``decode`` so that clients read answers without importing torch.
+        Every code must be one of its attribute's codes: an answer that is not is refused here, when it
+        arrives, rather than when a CSV is written. Here rather than in ``answers`` so that clients read
+        answers without importing torch. Raises ``ValueError`` saying what was expected and what arrived.
         """
-        try:
-            return {a.key: int(answer["attributes"][a.key]["code"]) for a in self.attributes}
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not an answer of this spec's model: expected attributes {list(self.keys)} with codes; {type(e).__name__}: {e}") from None
+        attributes = answer.get("attributes") if isinstance(answer, Mapping) else None
+        if not isinstance(attributes, Mapping):
+            raise ValueError(f"not an answer of this spec's model: expected an object with 'attributes', "
+                             f"got {type(attributes if isinstance(answer, Mapping) else answer).__name__}")
+        codes = {}
+        for a in self.attributes:
+            value = attributes.get(a.key)
+            code = value.get("code") if isinstance(value, Mapping) else None
+            if isinstance(code, bool) or not isinstance(code, int) or code not in a.codes:
+                got = "no code" if code is None else f"code {code!r}"
+                raise ValueError(f"not an answer of this spec's model: {a.key} has {got}, expected one of {a.codes}")
+            codes[a.key] = code
+        return codes
+
+    def tags(self, codes: Mapping[str, int], lang: str = "en") -> list[str]:
+        """The labels of what a photo is tagged with (:func:`is_tag`), in the spec's order; English or Russian."""
+        labels = []
+        for a in self.attributes:
+            if is_tag(codes[a.key]):
+                cls = a.class_for(codes[a.key])
+                labels.append(cls.label_ru if lang == "ru" else cls.label)
+        return labels
 
     def with_thresholds(self, thresholds: dict[str, float]) -> "AttributeSpec":
         """A copy with new thresholds for the named binary attributes."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lizaalert_tagger.common.spec import AttributeSpec
+from lizaalert_tagger.common.spec import AttributeSpec, is_tag
 
 
 def _decide(logits: torch.Tensor, spec: AttributeSpec) -> list[tuple[Any, list[int], list[float], list[list[float]] | None]]:
@@ -51,8 +51,7 @@ def decode_logits(
     Each answer is ``{"model": {...}, "attributes": {key: {...}}, "tags": [...]}``:
     categorical attributes take the argmax and list every class probability;
     binary attributes are present when the sigmoid passes the spec's threshold.
-    ``tags`` lists the English labels of what is present (categorical values
-    other than code 0, "not visible", and binary attributes that are present).
+    ``tags`` lists the English labels of what the photo is tagged with (``spec.is_tag``).
     """
     per_attribute = _decide(logits, spec)
     answers = []
@@ -70,7 +69,7 @@ def decode_logits(
             if probs is not None:
                 entry["probabilities"] = {c.label: round(p, 6) for c, p in zip(a.classes, probs[row])}
             attributes[a.key] = entry
-            if cls.code != 0:
+            if is_tag(cls.code):
                 tags.append(cls.label)
         answer: dict[str, Any] = {"attributes": attributes, "tags": tags}
         if model is not None:

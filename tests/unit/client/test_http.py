@@ -72,3 +72,116 @@ def test_a_request_that_times_out_says_so(loopback_server):
         assert time.monotonic() - start < 5
     finally:
         release.set()
+
+
+# --- tokens: both kinds expire at once ------------------------------------------------------------------
+
+
+class TokenServer:
+    """TorchServe's tokens as the client sees them (on conftest's LoopbackServer): a key file with an
+    inference, a management and an API key; a refused token is HTTP 400 ``InvalidKeyException``;
+    ``GET /token?type=KIND`` with the API key makes a new token of that kind and writes it into the key
+    file (TorchServe 0.12 answers it with an empty body). ``expire()`` refuses the current tokens of both
+    kinds at once. An inference refusal is held until a management renewal has been answered: the race
+    of the two kinds."""
+
+    REFUSED = json.dumps({"code": 400, "type": "InvalidKeyException",
+                          "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly"}).encode()
+
+    def __init__(self, loopback_server, key_file) -> None:
+        self.key_file = key_file
+        self.tokens = {"inference": "inference-1", "management": "management-1"}
+        self.expired: set[str] = set()
+        self.renewals: list[str] = []
+        self.lock = threading.Lock()
+        self.management_renewed = threading.Event()
+        self._write_key_file()
+        self.server = loopback_server(self._route, after=self._after)
+        self.url = self.server.url
+
+    def _write_key_file(self) -> None:
+        keys = {kind: {"key": token, "expiration time": "later"} for kind, token in self.tokens.items()}
+        self.key_file.write_text(json.dumps({**keys, "API": {"key": "api-key"}}), encoding="utf-8")
+
+    def expire(self) -> None:
+        with self.lock:
+            self.expired = {"inference", "management"}
+
+    def _route(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, bytes]:
+        token = (self.server.local.headers.get("Authorization") or "").removeprefix("Bearer ") or None
+        if path == "/token":
+            kind = query.get("type", [""])[0]
+            if token != "api-key" or kind not in self.tokens:
+                return 400, self.REFUSED
+            with self.lock:
+                self.renewals.append(kind)
+                self.tokens[kind] = f"{kind}-{len(self.renewals) + 1}"
+                self.expired.discard(kind)
+                self._write_key_file()
+            return 200, b""
+        kind = "inference" if path.startswith("/predictions/") else "management"
+        with self.lock:
+            valid = token == self.tokens[kind] and kind not in self.expired
+        if valid:
+            return 200, (b'{"tags": []}' if kind == "inference" else b'{"models": []}')
+        if kind == "inference":
+            self.management_renewed.wait(10)
+        return 400, self.REFUSED
+
+    def _after(self, method: str, path: str, query: dict, body: bytes) -> None:
+        if path == "/token" and "management" in self.renewals:
+            self.management_renewed.set()
+
+
+def test_both_token_kinds_expiring_at_once_are_renewed_once_each(tmp_path, loopback_server):
+    """The inference and management tokens expire together; threads of both kinds meet the refusals at
+    once, and the inference refusals arrive while the management token is being renewed. Each kind is
+    renewed exactly once and every call succeeds (a counter shared by the kinds made the inference
+    threads take the management renewal for their own and fail with "still refuses")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lizaalert_tagger.client.http import TaggerClient
+
+    server = TokenServer(loopback_server, tmp_path / "key_file.json")
+    client = TaggerClient(server.url, server.url, server.key_file, retries=0, timeout=30)
+    assert client.predict(b"photo") == {"tags": []}  # the tokens work before they expire
+    assert client.management("GET", "/models", "list") == {"models": []}
+    server.expire()
+    barrier = threading.Barrier(12)
+
+    def call(i: int):
+        barrier.wait(timeout=30)
+        if i % 2:
+            return client.predict(b"photo")
+        return client.management("GET", "/models", "list")
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(call, range(12)))
+    assert answers == [{"models": []}, {"tags": []}] * 6
+    assert sorted(server.renewals) == ["inference", "management"]
+    assert client.keys.inference == server.tokens["inference"] and client.keys.management == server.tokens["management"]
+
+
+@pytest.mark.parametrize("case, fatal", [("timeout", False), ("http-500", False), ("refused", True), ("bad-token", True)])
+def test_only_errors_that_doom_every_request_are_fatal(case, fatal, loopback_server):
+    """A time-out or an HTTP error is one request's failure (``fatal`` False: tag-folder lists that photo);
+    a server that cannot be reached or a refused --token is the same for every request (``fatal``)."""
+    from lizaalert_tagger.client.http import ClientError, TaggerClient
+
+    release = threading.Event()
+
+    def route(method, path, query, body):
+        if case == "timeout":
+            release.wait(10)
+        if case == "bad-token":
+            return 400, TokenServer.REFUSED
+        return 500, b'{"code": 500, "type": "InternalServerException", "message": "boom"}'
+
+    url = "http://127.0.0.1:9" if case == "refused" else loopback_server(route).url
+    try:
+        with pytest.raises(ClientError) as info:
+            TaggerClient(url, url, token="t", retries=0, timeout=1).predict(b"photo")
+    finally:
+        release.set()
+    assert info.value.fatal is fatal, str(info.value)
+    assert "\n" not in str(info.value)

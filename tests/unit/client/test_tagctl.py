@@ -1,8 +1,9 @@
 """tagctl, the CLI: tag-folder's Ctrl-C and resume, one-line errors, predict --json as JSON Lines,
 and `models register` leaving the batching settings to the archive.
 
-Most tests run the CLI in-process against a small loopback HTTP server (or a patched
-``TaggerClient.predict``); only the registration test needs a real TorchServe.
+The tests run the CLI in-process against conftest's ``FakeTorchServe`` (a loopback HTTP server)
+or a patched ``TaggerClient.predict``; registration against a real TorchServe is
+tests/integration/test_tagctl_server.py.
 """
 from __future__ import annotations
 
@@ -14,86 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import HANDLER_DIR, LoopbackServer, run_tagctl
-
-ENV_URLS = ("LIZAALERT_INFERENCE_URL", "LIZAALERT_MANAGEMENT_URL", "LIZAALERT_TOKEN", "LIZAALERT_KEY_FILE")
-
-
-def fake_answer(spec, version: str = "1.0") -> dict:
-    """A served answer of this spec's shape: every attribute's first class (Russian labels included)."""
-    attributes = {}
-    for a in spec.attributes:
-        cls = a.classes[1] if a.key == "time_of_day" else a.classes[0]  # "day" / "День": a tag, in Cyrillic too
-        attributes[a.key] = {"code": cls.code, "label": cls.label, "label_ru": cls.label_ru}
-    return {"attributes": attributes, "tags": ["day"], "model": {"name": "lizaalert_tagger", "version": version}}
-
-
-class FakeServer:
-    """TorchServe's inference and management APIs as far as tagctl uses them (conftest's LoopbackServer).
-
-    Records every request (method, path, query, body). ``before_answer(n, body)`` runs before the
-    n-th prediction (1-based) is answered: it may raise SIGINT or block on ``release``.
-    """
-
-    def __init__(self, spec) -> None:
-        self.answer = json.dumps(fake_answer(spec), ensure_ascii=False).encode()
-        self.predictions = 0
-        self.answered = 0
-        self.before_answer = None
-        self.release = threading.Event()
-        self.server = LoopbackServer(self._route, after=self._answered)
-        self.lock, self.requests, self.url = self.server.lock, self.server.requests, self.server.url
-
-    def _route(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, bytes]:
-        if path.startswith("/predictions/"):
-            with self.lock:
-                self.predictions += 1
-                n = self.predictions
-            if self.before_answer:
-                self.before_answer(n, body)
-            return 200, self.answer
-        if path == "/models" and method == "POST":
-            return 200, b'{"status": "Model \\"lizaalert_tagger\\" Version: 2.0 registered"}'
-        return 404, b'{"code": 404, "type": "ModelNotFoundException", "message": "not here"}'
-
-    def _answered(self, method: str, path: str, query: dict, body: bytes) -> None:
-        if path.startswith("/predictions/"):
-            with self.lock:
-                self.answered += 1
-
-    def bodies(self) -> list[bytes]:
-        with self.lock:
-            return [body for method, path, _, body in self.requests if path.startswith("/predictions/")]
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.close()
+from conftest import fake_answer, photo_folder
 
 
 @pytest.fixture()
-def fake(spec, monkeypatch):
-    for name in ENV_URLS:
-        monkeypatch.delenv(name, raising=False)
-    server = FakeServer(spec)
-    yield server
-    server.close()
+def fake(fake_torchserve):
+    """conftest's FakeTorchServe (the LIZAALERT_* connection variables unset)."""
+    return fake_torchserve
 
 
 def tagctl(url: str, *args: str) -> int:
     from lizaalert_tagger.client import tagctl as cli
 
     return cli.main(["--inference-url", url, "--management-url", url, "--token", "t", "--retries", "0", *args])
-
-
-def photo_folder(folder: Path, count: int, start: int = 0) -> Path:
-    """``count`` photos with distinct bytes (the fake server does not decode them), some in a sub-folder."""
-    for i in range(start, start + count):
-        path = folder / ("sub" if i % 3 == 0 else "") / f"p{i:03d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"photo %d" % i)
-    return folder
 
 
 def csv_names(path: Path, spec) -> list[str]:
@@ -190,9 +125,9 @@ def test_ctrl_c_during_a_request_writes_the_done_rows_and_the_same_command_resum
 def test_sigint_stops_within_seconds_while_requests_hang(fake, spec, tmp_path, monkeypatch, capsys):
     """A real SIGINT to the main thread while the server sits on the requests in flight:
     tag-folder waits INTERRUPT_GRACE_S for them, not --timeout, writes what was answered, exits 130."""
-    from lizaalert_tagger.client import tagctl as cli
+    from lizaalert_tagger.client import runner
 
-    monkeypatch.setattr(cli, "INTERRUPT_GRACE_S", 1.0)
+    monkeypatch.setattr(runner, "INTERRUPT_GRACE_S", 1.0)
     interrupted_at = []
 
     def before_answer(n, body):
@@ -215,14 +150,14 @@ def test_sigint_stops_within_seconds_while_requests_hang(fake, spec, tmp_path, m
 
 
 def test_at_most_twice_concurrency_photos_are_queued(spec, tmp_path, monkeypatch):
-    from lizaalert_tagger.client import tagctl as cli
+    from lizaalert_tagger.client import runner
     from lizaalert_tagger.client.http import TaggerClient
 
     answer = fake_answer(spec)
     monkeypatch.setattr(TaggerClient, "predict", lambda self, *a, **k: (time.sleep(0.002), answer)[1])
     state = {"outstanding": 0, "most": 0, "submitted": 0}
     lock = threading.Lock()
-    submit = cli._DaemonExecutor.submit
+    submit = runner.DaemonExecutor.submit
 
     def counting_submit(self, fn, *args, **kwargs):
         future = submit(self, fn, *args, **kwargs)
@@ -238,7 +173,7 @@ def test_at_most_twice_concurrency_photos_are_queued(spec, tmp_path, monkeypatch
         future.add_done_callback(finished)
         return future
 
-    monkeypatch.setattr(cli._DaemonExecutor, "submit", counting_submit)
+    monkeypatch.setattr(runner.DaemonExecutor, "submit", counting_submit)
     folder = photo_folder(tmp_path / "photos", 60)
     assert tagctl("http://127.0.0.1:9", "tag-folder", str(folder), "--out", str(tmp_path / "o.csv"),
                   "--concurrency", "3", "--quiet") == 0
@@ -409,24 +344,85 @@ def test_register_sends_only_the_settings_given(fake, flags, sent):
     assert query == {"url": ["x.mar"], "synchronous": ["true"], **sent}
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("version, flags", [("3.0", []), ("3.1", ["--batch-size", "4"])])
-def test_register_keeps_the_archive_settings_not_given(server, seeded_weights, version, flags):
-    """Without flags the version gets the archive's model-config.yaml batching and workers; with only
-    --batch-size, maxBatchDelay is still the archive's (tagctl used to send its own 10 ms)."""
-    from lizaalert_tagger.ops.archive import build_archive
+# --- one photo's failure is that photo's: time-outs, 5xx, answers of another model ------------------------------
 
-    config = yaml.safe_load((HANDLER_DIR / "model-config.yaml").read_text(encoding="utf-8"))
-    archive = build_archive(seeded_weights, version, store=server.model_store)
-    code, out = run_tagctl(server, "models", "register", archive.name, *flags)
-    assert code == 0, out
-    try:
-        code, out = run_tagctl(server, "models", "describe", "lizaalert_tagger", version)
-        assert code == 0, out
-        [described] = json.loads(out)
-        assert described["batchSize"] == (4 if flags else config["batchSize"])
-        assert described["maxBatchDelay"] == config["maxBatchDelay"]
-        assert described["minWorkers"] == config["minWorkers"] and described["maxWorkers"] == config["maxWorkers"]
-    finally:
-        code, out = run_tagctl(server, "models", "unregister", "lizaalert_tagger", version)
-        assert code == 0, out
+
+def _failed_csv(run: Path) -> dict[str, str]:
+    import csv
+
+    with open(run / "failed.csv", encoding="utf-8", newline="") as f:
+        return {row["path"]: row["reason"] for row in csv.DictReader(f, delimiter=";")}
+
+
+def test_a_timeout_or_a_5xx_fails_only_that_photo_and_the_next_run_retries_it(fake, spec, tmp_path, capsys):
+    """A photo the server holds past --timeout and one answered 503 after the retries (500 is not
+    retried) are failed photos with their reason in failed.csv; every other photo is tagged, and the
+    next run sends only those two again. (A time-out used to stop the whole run.)"""
+    folder = photo_folder(tmp_path / "photos", 8)
+    run = tmp_path / "run"
+    bad = {b"photo 2": "timeout", b"photo 5": "503", b"photo 6": "500"}
+
+    def before_answer(n, body):
+        what = bad.get(body)
+        if what == "timeout":
+            fake.release.wait(4)
+        elif what:
+            return int(what), json.dumps({"code": int(what), "type": "x", "message": f"status {what}"}).encode()
+        return None
+
+    fake.before_answer = before_answer
+    args = ("--timeout", "1", "--retries", "1", "tag-folder", str(folder), "--out", f"{run}/", "--quiet", "--concurrency", "2")
+    assert tagctl(fake.url, *args) == 1
+    out, err = capsys.readouterr()
+    assert "tagged 5 of 8 photos" in out and "3 photos failed" in out
+    failed = _failed_csv(run)
+    assert sorted(failed) == ["p002.jpg", "p005.jpg", "sub/p006.jpg"], failed
+    assert "timed out after 1 s" in failed["p002.jpg"]
+    assert "HTTP 503" in failed["p005.jpg"] and "HTTP 500" in failed["sub/p006.jpg"]
+    assert len(csv_names(run / "labels.csv", spec)) == 5
+    assert sum(body == b"photo 5" for body in fake.bodies()) == 2  # the 503 was retried once
+
+    bad.clear()
+    sent = len(fake.bodies())
+    assert tagctl(fake.url, *args) == 0
+    assert sorted(fake.bodies()[sent:]) == [b"photo 2", b"photo 5", b"photo 6"]
+    assert _failed_csv(run) == {} and len(csv_names(run / "labels.csv", spec)) == 8
+
+
+@pytest.mark.parametrize("out", ["labels.csv", "run/"])
+def test_an_answer_with_an_unknown_code_is_a_failed_photo_and_the_rest_are_written(out, fake, spec, tmp_path, capsys):
+    """One answer says terrain 9 (no such code): that photo fails with the reason, the other four are
+    written (the CSV used to be lost with "unexpected ValueError ... a bug in tagctl", on every rerun)."""
+    from conftest import fake_answer
+
+    folder = photo_folder(tmp_path / "photos", 5)
+    wrong = fake_answer(spec)
+    wrong["attributes"]["terrain"]["code"] = 9
+    fake.before_answer = lambda n, body: (200, json.dumps(wrong).encode()) if body == b"photo 3" else None
+    target = tmp_path / out
+    assert tagctl(fake.url, "tag-folder", str(folder), "--out", f"{tmp_path}/{out}", "--quiet") == 1
+    printed, err = capsys.readouterr()
+    assert "unexpected" not in err and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("tagctl:")]  # (the fake photos have no EXIF)
+    assert line.startswith("tagctl: sub/p003.jpg: ") and "terrain has code 9, expected one of (0, 1, 2)" in line
+    labels = target / "labels.csv" if out.endswith("/") else target
+    assert csv_names(labels, spec) == ["p001.jpg", "p002.jpg", "p004.jpg", "sub/p000.jpg"]
+    if out.endswith("/"):
+        assert list(_failed_csv(target)) == ["sub/p003.jpg"]
+        assert "terrain has code 9" in _failed_csv(target)["sub/p003.jpg"]
+
+
+def test_help_shows_no_path_of_the_checkout_or_the_current_folder(capsys, monkeypatch, tmp_path):
+    """--help is the same wherever tagctl is installed or run: no absolute default path (a client-only
+    install has no checkout)."""
+    from conftest import ROOT
+    from lizaalert_tagger.client import tagctl as cli
+
+    monkeypatch.chdir(tmp_path)
+    for command in ([], ["predict"], ["explain"], ["tag-folder"], ["report"], ["score"], ["token"], ["models"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main([*command, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        assert "usage: tagctl" in text
+        assert str(ROOT) not in text and str(tmp_path) not in text, (command, text)

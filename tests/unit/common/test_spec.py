@@ -89,3 +89,55 @@ def test_every_known_interpolation_has_a_resampling_filter():
     from lizaalert_tagger.common.spec import INTERPOLATIONS
 
     assert set(_RESAMPLING) == set(INTERPOLATIONS)
+
+
+# --- answers of the served model -------------------------------------------------------------------------
+
+
+def _answer(spec, **codes):
+    return {"attributes": {a.key: {"code": codes.get(a.key, 0), "label": "x"} for a in spec.attributes}}
+
+
+def test_answer_codes_are_checked_against_the_spec(spec):
+    """Every code must exist: a served answer with an unknown code is refused when it arrives, saying which
+    attribute, what arrived and what was expected (tag-folder used to lose the CSV at save time)."""
+    assert spec.answer_codes(_answer(spec, terrain=2, car=1)) == {**{k: 0 for k in spec.keys}, "terrain": 2, "car": 1}
+    cases = {
+        "terrain has code 9, expected one of (0, 1, 2)": _answer(spec, terrain=9),
+        "car has code -1, expected one of (0, 1)": _answer(spec, car=-1),
+        "car has code True": _answer(spec, car=True),
+        "season has code '1'": _answer(spec, season="1"),
+        "season has code 1.5": _answer(spec, season=1.5),
+        "hugs has no code": {"attributes": {k: {"code": 0} for k in spec.keys if k != "hugs"}},
+        "expected an object with 'attributes', got list": {"attributes": []},
+        "expected an object with 'attributes', got str": "not an answer",
+    }
+    for expected, answer in cases.items():
+        with pytest.raises(ValueError, match="not an answer of this spec's model") as info:
+            spec.answer_codes(answer)
+        assert expected in str(info.value), (expected, str(info.value))
+
+
+def test_is_tag_is_the_one_rule_for_tags(spec):
+    """Code 0 ("not visible", "absent") is no tag, every other code is one: the served ``tags``, the
+    client's details.csv and report, and ``spec.tags`` agree on it."""
+    from lizaalert_tagger.common.spec import is_tag
+
+    assert [is_tag(code) for code in (0, 1, 2, 3)] == [False, True, True, True]
+    codes = {**{k: 0 for k in spec.keys}, "time_of_day": 2, "terrain": 0, "car": 1, "diver": 1}
+    assert spec.tags(codes) == ["night", "car", "diver"]
+    assert spec.tags(codes, "ru") == [spec["time_of_day"].class_for(2).label_ru, spec["car"].class_for(1).label_ru,
+                                      spec["diver"].class_for(1).label_ru]
+
+
+def test_the_default_spec_is_package_data_and_no_second_copy():
+    """The spec a client-only install reads (``DEFAULT_SPEC_PATH``) lies in the package; in the checkout it
+    is a link to handler/attributes.json, the one source of truth, not a copy that could drift."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    packaged = files("lizaalert_tagger.common").joinpath("attributes.json")
+    assert Path(str(packaged)) == DEFAULT_SPEC_PATH and DEFAULT_SPEC_PATH.is_file()
+    assert DEFAULT_SPEC_PATH.is_symlink() and DEFAULT_SPEC_PATH.resolve() == (root / "handler" / "attributes.json").resolve()
+    assert load_spec() == load_spec(root / "handler" / "attributes.json")
