@@ -21,11 +21,11 @@ CATEGORICAL_MIN_F1 = 0.90
 
 
 def test_generate_serve_tag_score(tmp_path):
-    from lizaalert_tagger import scenes as make_scenes
+    from lizaalert_tagger.scenes import make_dataset
 
     assert DEFAULT_ARCHIVE.exists(), "the shipped default model is missing: run `make model` (make test does)"
     held_out = tmp_path / "held_out"
-    assert make_scenes.main(["--out", str(held_out), "--count", str(HELD_OUT_COUNT), "--seed", str(HELD_OUT_SEED), "--quiet"]) == 0
+    assert len(make_dataset(held_out, HELD_OUT_COUNT, HELD_OUT_SEED, jobs=2)) == HELD_OUT_COUNT
     server = start_server(tmp_path / "run", DEFAULT_ARCHIVE.parent)
     try:
         code, out = run_tagctl(server, "tag-folder", str(held_out / "images"), "--out", str(tmp_path / "predicted.csv"),

@@ -12,6 +12,7 @@ asked for with ``target``) are drawn: each gets a colour, a tinted area where it
 """
 from __future__ import annotations
 
+import colorsys
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -19,18 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-# One colour per binary attribute, distinct on green, grey, white and dark scenes.
-COLOURS = {
-    "sherp": (255, 140, 0),
-    "car": (255, 40, 40),
-    "aviation": (0, 200, 255),
-    "drone": (255, 0, 220),
-    "horses": (255, 230, 0),
-    "dog_handler": (0, 255, 120),
-    "diver": (60, 110, 255),
-    "hugs": (255, 120, 170),
-}
-FALLBACK_COLOUR = (255, 255, 255)
+from lizaalert_tagger.common.formats import open_image
+
+# The binary attributes' colours in the answer's (the spec's) order, distinct on green, grey, white
+# and dark scenes; attributes beyond them get hues of their own (colour_of).
+PALETTE = ((255, 140, 0), (255, 40, 40), (0, 200, 255), (255, 0, 220), (255, 230, 0), (0, 255, 120), (60, 110, 255),
+           (255, 120, 170))
 LOW = 0.35  # below this share of the peak a map is not drawn
 EDGE = 0.6  # the outline
 MAX_ALPHA = 0.55
@@ -40,14 +35,28 @@ REFERENCE_HEIGHT = 768
 
 def open_photo(data: bytes, long_side: int | None = None) -> Image.Image:
     """The photo upright (EXIF orientation, as the server sees it), RGB, its long side at most ``long_side``."""
-    image = Image.open(io.BytesIO(data))
+    image = open_image(data)
     if long_side and image.format == "JPEG":
         image.draft("RGB", (long_side, long_side))
     image = ImageOps.exif_transpose(image) or image
-    image = image.convert("RGB")
-    if long_side and max(image.size) > long_side:
-        image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
+    return fit(image.convert("RGB"), long_side)
+
+
+def fit(image: Image.Image, long_side: int | None) -> Image.Image:
+    """``image`` with its long side at most ``long_side``: a shrunk copy, or ``image`` itself when it fits."""
+    if not long_side or max(image.size) <= long_side:
+        return image
+    image = image.copy()
+    image.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
     return image
+
+
+def overlay_png(photo: Image.Image, answer: Mapping[str, Any], long_side: int | None = None) -> bytes:
+    """:func:`draw_overlay` over ``photo`` (upright RGB, shrunk to ``long_side``) as PNG bytes: what the
+    server answers with ``"overlay": true``, drawn on the photo it has already decoded."""
+    buffer = io.BytesIO()
+    draw_overlay(fit(photo, long_side), answer).save(buffer, "PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -66,6 +75,18 @@ def drawn_keys(answer: Mapping[str, Any]) -> list[str]:
     """Binary attributes explained as present, in the answer's order."""
     explanations = answer.get("explanations") or {}
     return [key for key, e in explanations.items() if key in _binary_keys(answer) and e.get("value") == 1]
+
+
+def colour_of(answer: Mapping[str, Any], key: str) -> tuple[int, int, int]:
+    """The colour of binary attribute ``key``: its place among the answer's binary attributes picks it
+    from ``PALETTE``; past its end, hues a golden angle apart."""
+    binary = _binary_keys(answer)
+    keys = [k for k in (answer.get("attributes") or {}) if k in binary]
+    index = keys.index(key) if key in keys else len(keys)
+    if index < len(PALETTE):
+        return PALETTE[index]
+    red, green, blue = colorsys.hsv_to_rgb((index - len(PALETTE)) * 0.618034 % 1.0, 0.85, 1.0)
+    return round(255 * red), round(255 * green), round(255 * blue)
 
 
 def _binary_keys(answer: Mapping[str, Any]) -> set[str]:
@@ -96,7 +117,7 @@ def draw_overlay(photo: Image.Image, answer: Mapping[str, Any]) -> Image.Image:
     outlines = []
     for key in keys:
         heat = _upsample(explanations[key]["map"], (width, height))
-        colour = np.asarray(COLOURS.get(key, FALLBACK_COLOUR), dtype=np.float32)
+        colour = np.asarray(colour_of(answer, key), dtype=np.float32)
         alpha = np.clip((heat - LOW) / (1 - LOW), 0, 1)[..., None] * MAX_ALPHA
         base = base * (1 - alpha) + colour * alpha
         mask = Image.fromarray(((heat >= EDGE) * 255).astype(np.uint8), "L")
@@ -109,7 +130,7 @@ def draw_overlay(photo: Image.Image, answer: Mapping[str, Any]) -> Image.Image:
     label_font = _font(int(15 * scale))
     radius = int(9 * scale)
     for key, edge, (x, y) in outlines:
-        colour = COLOURS.get(key, FALLBACK_COLOUR)
+        colour = colour_of(answer, key)
         image.paste(Image.new("RGB", image.size, colour), mask=edge)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(0, 0, 0), width=max(2, radius // 3 + 1))
         draw.ellipse((x - radius + 2, y - radius + 2, x + radius - 2, y + radius - 2), outline=colour, width=max(1, radius // 4))
@@ -152,7 +173,7 @@ def _with_legend(image: Image.Image, answer: Mapping[str, Any], keys: list[str],
     text("Where the model looked", used=title_font, step=int(line * 1.2))
     if keys:
         for key in keys:
-            colour = COLOURS.get(key, FALLBACK_COLOUR)
+            colour = colour_of(answer, key)
             draw.rectangle((x, y + 3, x + swatch, y + 3 + swatch), fill=colour)
             p = presence(answer, key)
             asked = explanations.get(key, {}).get("target") == "requested"

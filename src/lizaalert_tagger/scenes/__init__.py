@@ -5,19 +5,22 @@ upscaled to the photo size and saved as JPEG; the same seed gives the same bytes
 modules, each importing only the ones listed before it:
 
 - ``paint``: ``Frame`` (local units to pixels), ``Painter``, colour, noise and gradient helpers;
-- ``plan``: the spec's codes, frequencies and sizes, RNG streams, ``plan_scene``, ``tag_boxes``;
+- ``plan``: the spec's codes, how each binary tag is drawn (``DRAWN_TAGS``), frequencies and sizes,
+  RNG streams, ``plan_scene``, ``tag_boxes``;
 - ``context``: ``Ctx`` (what the drawing knows of the scene) and the shared palettes;
 - ``backgrounds``: sky, ground, forest, city, field, water and the close-up fills;
 - ``objects``: the drawn objects (``DRAW``) and the occluders;
 - ``render``: lighting, ``render_photo``, ``encode_jpeg`` and ``generate``;
 - ``dataset``: ``make_dataset`` (images, ``labels.csv``, ``boxes.json``), ``frequency_table``;
 - ``sheet``: the contact sheet;
-- ``cli``: ``main``, the ``lizaalert-scenes`` command.
+- ``cli``: the ``lizaalert-scenes`` command (``make_dataset`` is what other code calls).
+
+A new binary attribute needs an entry in ``plan.DRAWN_TAGS``, its extents and sizes in ``plan``
+and its drawing in ``objects.DRAW``; the spec says whether it is drawn.
 """
 
 from __future__ import annotations
 
-from lizaalert_tagger.scenes.cli import main
 from lizaalert_tagger.scenes.context import Ctx
 from lizaalert_tagger.scenes.dataset import BOXES_FILENAME, frequency_table, image_name, make_dataset
 from lizaalert_tagger.scenes.objects import DRAW
@@ -29,6 +32,7 @@ from lizaalert_tagger.scenes.plan import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_SIZE,
     DUSK,
+    DRAWN_TAGS,
     EXPECTED_CODES,
     EXTENTS,
     FLYING_KINDS,
@@ -36,7 +40,7 @@ from lizaalert_tagger.scenes.plan import (
     GROUND_KINDS,
     MAX_BOOSTED_PROBABILITY,
     NIGHT,
-    OBJECT_FOR_TAG,
+    PLACES,
     RENDER_SHORT,
     SEASON_NONE,
     SIZE_RANGE,
@@ -54,7 +58,10 @@ from lizaalert_tagger.scenes.plan import (
     Occluder,
     Placement,
     ScenePlan,
+    DrawnTag,
     check_spec,
+    default_min_size,
+    drawn_tags,
     object_bbox,
     plan_scene,
     sample_labels,
@@ -73,6 +80,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MIN_SIZE",
     "DRAW",
+    "DRAWN_TAGS",
     "DUSK",
     "EXPECTED_CODES",
     "EXTENTS",
@@ -81,7 +89,7 @@ __all__ = [
     "GROUND_KINDS",
     "MAX_BOOSTED_PROBABILITY",
     "NIGHT",
-    "OBJECT_FOR_TAG",
+    "PLACES",
     "RENDER_SHORT",
     "SEASON_NONE",
     "SIZE_RANGE",
@@ -97,18 +105,20 @@ __all__ = [
     "TIME_NONE",
     "WINTER",
     "Ctx",
+    "DrawnTag",
     "Frame",
     "Occluder",
     "Painter",
     "Placement",
     "ScenePlan",
     "check_spec",
+    "default_min_size",
+    "drawn_tags",
     "contact_sheet",
     "encode_jpeg",
     "frequency_table",
     "generate",
     "image_name",
-    "main",
     "make_dataset",
     "object_bbox",
     "pick_showcase",

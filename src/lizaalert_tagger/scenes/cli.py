@@ -3,8 +3,9 @@
 No real photos or pretrained weights are available to the default build, so
 this draws scenes whose *look* carries the attributes: time of day by the sky
 and the light, season by the ground and the foliage, terrain by trees or
-buildings, and the eight binary objects as silhouettes (helicopter, car, drone,
-horses, dog handler with dog, diver in water, two people hugging, Sherp).
+buildings, and each binary object as a silhouette (helicopter, car, drone,
+horses, dog handler with dog, diver in water, two people hugging, Sherp; see
+``scenes.plan.DRAWN_TAGS``). ``--spec`` chooses the attributes drawn.
 Frames without sky, ground or either terrain give the "not visible" codes.
 
 Every image ``i`` draws from ``numpy.random.default_rng([seed, i, stream])``,
@@ -13,8 +14,8 @@ A scene is planned first (labels, size, where each object goes: ``plan_scene``),
 then rendered at a moderate resolution (shorter side <= 480), lit, noised and
 upscaled to the photo size (``render_photo``) and saved as JPEG.
 
-    python scripts/make_scenes.py --out build/scenes --count 3000 --seed 0 --max-size 1024
-    python scripts/make_scenes.py --contact-sheet docs/contact_sheet.png
+    lizaalert-scenes --out build/scenes --count 3000 --seed 0 --max-size 1024
+    lizaalert-scenes --contact-sheet docs/contact_sheet.png
     lizaalert-scenes --out build/field --count 30 --max-size 1024 --exif-fraction 0.5   # photos for tagctl tag-folder
 """
 
@@ -24,10 +25,10 @@ import argparse
 import time
 from pathlib import Path
 
-from lizaalert_tagger.scenes.dataset import frequency_table, make_dataset
-from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, MAX_BOOSTED_PROBABILITY, check_spec
-from lizaalert_tagger.scenes.sheet import contact_sheet
 from lizaalert_tagger.common.spec import load_spec
+from lizaalert_tagger.scenes.dataset import frequency_table, make_dataset
+from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, MAX_BOOSTED_PROBABILITY, check_spec, default_min_size
+from lizaalert_tagger.scenes.sheet import contact_sheet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and args.contact_sheet is None:
         parser.error("give --out DIR (the data set), --contact-sheet PNG, or both")
-    min_size = args.min_size if args.min_size is not None else min(DEFAULT_MIN_SIZE, args.max_size)
+    min_size = args.min_size if args.min_size is not None else default_min_size(args.max_size)
     if not 16 <= min_size <= args.max_size:
         parser.error(f"expected 16 <= --min-size <= --max-size, got {min_size} and {args.max_size}")
     if args.count < 0 or args.jobs < 1:
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.exif_fraction <= 1.0:
         parser.error(f"expected 0 <= --exif-fraction <= 1, got {args.exif_fraction}")
     spec = load_spec(args.spec) if args.spec else load_spec()
-    check_spec(spec)
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        parser.error(f"--spec: {e}")
 
     if args.out is not None:
         start = time.monotonic()

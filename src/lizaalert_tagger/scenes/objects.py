@@ -1,5 +1,5 @@
-"""The drawn objects in their local units (``DRAW``: the eight tagged kinds, lone people and
-birds as distractors) and the occluders (bushes, snowdrifts, trunks) in front of them."""
+"""The drawn objects in their local units (``DRAW``: the tagged kinds of ``plan.DRAWN_TAGS``, lone
+people and birds as distractors) and the occluders (bushes, snowdrifts, trunks) in front of them."""
 
 from __future__ import annotations
 
@@ -350,6 +350,18 @@ def _draw_diver(p: Painter, f: Frame, rng: np.random.Generator, ctx: Ctx, varian
         p.ring_px((cx - rx * k, cy - ry * k, cx + rx * k, cy + ry * k), light_water + (170,), int(0.012 * f.s) + 1)
 
 
+def _draw_tent(p: Painter, f: Frame, rng: np.random.Generator, ctx: Ctx, variant: int) -> None:
+    """A ridge tent seen at an angle: its long side in shade, the lit front with the door."""
+    fly = jitter(rng, pick(rng, [(240, 110, 25), (40, 90, 170), (60, 120, 60), (200, 40, 40), (235, 200, 40)]), 10)
+    shade = (int(fly[0] * 0.65), int(fly[1] * 0.65), int(fly[2] * 0.65))
+    p.poly(f, [(-0.55, 0.0), (0.2, 0.0), (0.34, 0.6), (-0.3, 0.6)], shade)
+    p.poly(f, [(0.2, 0.0), (0.55, 0.0), (0.34, 0.6)], fly)
+    p.poly(f, [(0.3, 0.0), (0.46, 0.0), (0.37, 0.32)], (35, 32, 30))  # the open door
+    if ctx.season == WINTER and variant % 2 == 0:
+        p.bar(f, (-0.3, 0.6), (0.34, 0.6), 0.03, SNOW)
+    p.rect(f, 0.33, 0.0, 0.35, 0.6, (45, 45, 45) if variant < 2 else shade)  # the front pole
+
+
 def _draw_bird(p: Painter, f: Frame, rng: np.random.Generator, ctx: Ctx, variant: int) -> None:
     color = (25, 25, 28) if ctx.time != NIGHT else (10, 10, 12)
     p.bar(f, (-0.5, 0.15), (0, 0), 0.08, color)
@@ -365,6 +377,7 @@ DRAW: dict[str, Callable[[Painter, Frame, np.random.Generator, Ctx, int], None]]
     "dog_handler": _draw_dog_handler,
     "hugs": _draw_hugs,
     "diver": _draw_diver,
+    "tent": _draw_tent,
     "person": _draw_person,
     "bird": _draw_bird,
 }

@@ -8,36 +8,32 @@ from streams of their own, so that one image's pixels never depend on another's.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
+from lizaalert_tagger.common.spec import AttributeSpec, load_spec
 from lizaalert_tagger.scenes.paint import Frame
-from lizaalert_tagger.common.spec import AttributeSpec
 
 # --- what the generator knows about the spec's codes -----------------------------
 
 TIME_NONE, DAY, NIGHT, DUSK = 0, 1, 2, 3
 SEASON_NONE, WINTER, SPRING, SUMMER, AUTUMN = 0, 1, 2, 3, 4
 TERRAIN_NONE, FOREST, CITY = 0, 1, 2
-# binary attribute key -> the object kind drawn for it
-OBJECT_FOR_TAG = {
-    "sherp": "sherp",
-    "car": "car",
-    "aviation": "helicopter",
-    "drone": "drone",
-    "horses": "horse",
-    "dog_handler": "dog_handler",
-    "diver": "diver",
-    "hugs": "hugs",
-}
+# the categorical attributes the backgrounds draw, with their codes
 EXPECTED_CODES = {"time_of_day": (0, 1, 2, 3), "season": (0, 1, 2, 3, 4), "terrain": (0, 1, 2)}
 
 RENDER_SHORT = 480  # scenes are drawn at this shorter side (or the photo's, if smaller), then resized
 DEFAULT_MIN_SIZE = 640
 DEFAULT_MAX_SIZE = 4000
-MIN_OBJECT_FRACTION = 0.06  # of the shorter side: still ~15 px after the model's 256x256 resize
+
+
+def default_min_size(max_size: int) -> int:
+    """The smallest long side of a photo when none is given: ``DEFAULT_MIN_SIZE``, or ``max_size`` if smaller."""
+    return min(DEFAULT_MIN_SIZE, max_size)
+
 
 # Framings: what part of the world the photo shows. Time of day needs sky,
 # season needs ground or foliage, terrain needs trees or buildings.
@@ -50,33 +46,54 @@ FRAMINGS: dict[str, float] = {
     "close_city": 0.025,  # no sky: a facade and pavement
     "close_water": 0.03,  # no sky: water surface
 }
-TIME_OF_SKY = {DAY: 0.75, NIGHT: 0.15, DUSK: 0.10}  # when sky is visible (SEED.md: 60/12/8 of 80)
+TIME_OF_SKY = {DAY: 0.75, NIGHT: 0.15, DUSK: 0.10}  # when sky is visible (the seed's predictions: 60/12/8 of 80)
 SEASONS = {WINTER: 0.28, SPRING: 0.20, SUMMER: 0.30, AUTUMN: 0.22}
 WIDE_TERRAIN = {TERRAIN_NONE: 0.34, FOREST: 0.52, CITY: 0.14}
 CLOSE_CITY_SEASON = {SEASON_NONE: 0.5, WINTER: 0.25, SUMMER: 0.1, AUTUMN: 0.15}
-# Per framing, the chance of each binary tag (the kinds that cannot appear there are absent).
-TAG_PROBABILITY: dict[str, dict[str, float]] = {
-    "wide": {
-        "sherp": 0.07,
-        "car": 0.09,
-        "aviation": 0.06,
-        "drone": 0.05,
-        "horses": 0.08,
-        "dog_handler": 0.07,
-        "diver": 0.035,
-        "hugs": 0.06,
-    },
-    "sky": {"aviation": 0.5, "drone": 0.4},
-    "water": {"diver": 0.45, "aviation": 0.15, "drone": 0.1},
-    "close_ground": {"sherp": 0.07, "car": 0.07, "drone": 0.08, "horses": 0.07, "dog_handler": 0.12, "hugs": 0.12},
-    "close_forest": {"sherp": 0.03, "car": 0.03, "drone": 0.04, "horses": 0.06, "dog_handler": 0.15, "hugs": 0.1},
-    "close_city": {"car": 0.3, "drone": 0.05, "dog_handler": 0.1, "hugs": 0.12},
-    "close_water": {"diver": 0.5},
-}
-CITY_CAR_PROBABILITY = 0.28
 # --tag-boost multiplies the object probabilities (for training sets: more
 # positive examples of the rare tags per second of training); capped here.
 MAX_BOOSTED_PROBABILITY = 0.6
+
+
+@dataclass(frozen=True)
+class DrawnTag:
+    """How the generator draws one binary attribute.
+
+    ``kind``: the object drawn (``objects.DRAW``, ``EXTENTS``, ``SIZE_RANGE``); ``probability``: its
+    chance in each framing (a framing not named: never there); ``city_probability``: the chance in a
+    wide city view instead; ``place``: where it goes (one of ``PLACES``); ``extra_copies``: the chance
+    of each further copy in the same photo.
+    """
+
+    kind: str
+    probability: Mapping[str, float]
+    place: str = "ground"
+    city_probability: float | None = None
+    extra_copies: tuple[float, ...] = ()
+
+
+# Where objects go, in the order they are placed: a water object first (its lake shapes the
+# ground), then aircraft (flying, or landed on the ground), then hovering ones (in the sky, or
+# anywhere in a close-up), then those standing on the ground.
+PLACES = ("water", "aircraft", "hover", "ground")
+
+# Binary attribute key -> how it is drawn. Used for the keys the spec has: a new binary attribute
+# needs an entry here and a drawing in objects.DRAW. "tent" is in no shipped spec; it shows
+# (and tests) that a twelfth attribute needs only the spec and a drawing.
+DRAWN_TAGS: dict[str, DrawnTag] = {
+    "sherp": DrawnTag("sherp", {"wide": 0.07, "close_ground": 0.07, "close_forest": 0.03}, city_probability=0.02),
+    "car": DrawnTag("car", {"wide": 0.09, "close_ground": 0.07, "close_forest": 0.03, "close_city": 0.3},
+                    city_probability=0.28, extra_copies=(0.35, 0.15)),
+    "aviation": DrawnTag("helicopter", {"wide": 0.06, "sky": 0.5, "water": 0.15}, place="aircraft"),
+    "drone": DrawnTag("drone", {"wide": 0.05, "sky": 0.4, "water": 0.1, "close_ground": 0.08, "close_forest": 0.04,
+                                "close_city": 0.05}, place="hover"),
+    "horses": DrawnTag("horse", {"wide": 0.08, "close_ground": 0.07, "close_forest": 0.06}, city_probability=0.03,
+                       extra_copies=(0.35, 0.15)),
+    "dog_handler": DrawnTag("dog_handler", {"wide": 0.07, "close_ground": 0.12, "close_forest": 0.15, "close_city": 0.1}),
+    "diver": DrawnTag("diver", {"wide": 0.035, "water": 0.45, "close_water": 0.5}, place="water"),
+    "hugs": DrawnTag("hugs", {"wide": 0.06, "close_ground": 0.12, "close_forest": 0.1, "close_city": 0.12}),
+    "tent": DrawnTag("tent", {"wide": 0.06, "close_ground": 0.06, "close_forest": 0.05}),
+}
 
 # Object extents in their own units (x right, y up; ground objects stand at y=0,
 # flying ones are centred on 0). One unit is the object's size.
@@ -89,6 +106,7 @@ EXTENTS: dict[str, tuple[float, float, float, float]] = {
     "dog_handler": (-0.43, 0.69, 0.0, 1.0),
     "hugs": (-0.34, 0.34, 0.0, 1.02),
     "diver": (-0.7, 0.7, -0.16, 0.48),
+    "tent": (-0.56, 0.56, -0.01, 0.62),
     "person": (-0.22, 0.22, 0.0, 1.0),
     "bird": (-0.55, 0.55, -0.15, 0.2),
 }
@@ -101,24 +119,37 @@ SIZE_RANGE: dict[str, tuple[float, float]] = {  # object unit, as a fraction of 
     "dog_handler": (0.13, 0.7),
     "hugs": (0.12, 0.7),
     "diver": (0.22, 0.7),
+    "tent": (0.13, 0.6),
     "person": (0.1, 0.6),
     "bird": (0.025, 0.06),
 }
-GROUND_KINDS = ("car", "sherp", "horse", "dog_handler", "hugs", "person")
+GROUND_KINDS = ("car", "sherp", "horse", "dog_handler", "hugs", "tent", "person")
 FLYING_KINDS = ("helicopter", "drone", "bird")
 
 
 def check_spec(spec: AttributeSpec) -> None:
     """Refuse a spec whose keys or codes are not the ones this generator draws."""
     for key, codes in EXPECTED_CODES.items():
+        if key not in spec.keys:
+            raise ValueError(f"the scene generator draws {key} (codes {codes}); the spec has no such attribute")
         if tuple(sorted(spec[key].codes)) != codes:
-            raise ValueError(f"make_scenes draws {key} codes {codes}, the spec has {spec[key].codes}")
-    for key in OBJECT_FOR_TAG:
-        if not spec[key].is_binary:
-            raise ValueError(f"make_scenes draws {key} as a binary tag, the spec says {spec[key].kind}")
-    unknown = set(spec.keys) - set(EXPECTED_CODES) - set(OBJECT_FOR_TAG)
-    if unknown:
-        raise ValueError(f"the spec has attributes make_scenes cannot draw: {sorted(unknown)}")
+            raise ValueError(f"the scene generator draws {key} codes {codes}, the spec has {spec[key].codes}")
+    for a in spec.attributes:
+        if a.key in EXPECTED_CODES:
+            continue
+        if a.key not in DRAWN_TAGS:
+            raise ValueError(f"the scene generator has no drawing for the spec's {a.key!r}: it draws "
+                             f"{sorted(DRAWN_TAGS)} (add one: scenes.plan.DRAWN_TAGS and scenes.objects.DRAW)")
+        if not a.is_binary:
+            raise ValueError(f"the scene generator draws {a.key} as a binary tag, the spec says {a.kind}")
+
+
+@functools.lru_cache(maxsize=8)
+def drawn_tags(spec: AttributeSpec | None = None) -> tuple[str, ...]:
+    """The binary keys of ``spec`` (default: the shipped spec) in its order, after :func:`check_spec`."""
+    spec = spec if spec is not None else load_spec()
+    check_spec(spec)
+    return tuple(a.key for a in spec.attributes if a.key not in EXPECTED_CODES)
 
 
 # --- planning: labels, size and object positions ----------------------------------
@@ -138,7 +169,9 @@ def _choice(rng: np.random.Generator, table: dict) -> object:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def _sample_framing_and_labels(rng: np.random.Generator, tag_boost: float = 1.0) -> tuple[str, dict[str, int]]:
+def _sample_framing_and_labels(
+    rng: np.random.Generator, tags: tuple[str, ...], tag_boost: float = 1.0
+) -> tuple[str, dict[str, int]]:
     framing = str(_choice(rng, FRAMINGS))
     sky = framing in ("wide", "sky", "water")
     time_of_day = int(_choice(rng, TIME_OF_SKY)) if sky else TIME_NONE
@@ -152,18 +185,18 @@ def _sample_framing_and_labels(rng: np.random.Generator, tag_boost: float = 1.0)
     if terrain is None:
         terrain = int(_choice(rng, WIDE_TERRAIN))
     labels = {"time_of_day": time_of_day, "season": season, "terrain": terrain}
-    probabilities = dict(TAG_PROBABILITY[framing])
-    if framing == "wide" and terrain == CITY:
-        probabilities.update(car=CITY_CAR_PROBABILITY, horses=0.03, sherp=0.02)
-    draws = rng.random(len(OBJECT_FOR_TAG))  # always the same number of draws
-    for draw, key in zip(draws, OBJECT_FOR_TAG):
-        labels[key] = int(draw < min(MAX_BOOSTED_PROBABILITY, tag_boost * probabilities.get(key, 0.0)))
+    city = framing == "wide" and terrain == CITY
+    draws = rng.random(len(tags))  # always the same number of draws
+    for draw, key in zip(draws, tags):
+        drawn = DRAWN_TAGS[key]
+        p = drawn.city_probability if city and drawn.city_probability is not None else drawn.probability.get(framing, 0.0)
+        labels[key] = int(draw < min(MAX_BOOSTED_PROBABILITY, tag_boost * p))
     return framing, labels
 
 
-def sample_labels(rng: np.random.Generator) -> dict[str, int]:
+def sample_labels(rng: np.random.Generator, spec: AttributeSpec | None = None) -> dict[str, int]:
     """The labels of one scene, without rendering it (the first draws of ``plan_scene``)."""
-    return _sample_framing_and_labels(rng)[1]
+    return _sample_framing_and_labels(rng, drawn_tags(spec))[1]
 
 
 def sample_size(
@@ -249,173 +282,176 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return iw * ih / max(smaller, 1e-9)
 
 
-def plan_scene(
-    seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE, tag_boost: float = 1.0
-) -> ScenePlan:
-    """Decide everything about image ``index`` that its labels depend on."""
-    rng = stream_rng(seed, index, STREAM_PLAN)
-    framing, labels = _sample_framing_and_labels(rng, tag_boost)
-    photo_size = sample_size(rng, min_size, max_size)
-    w, h = photo_size
-    aspect = w / h  # fractions of the shorter side -> of width/height
-    sx, sy = (1.0, aspect) if w < h else (1.0 / aspect, 1.0)  # size fraction * sx = fraction of width
+Spot = Callable[[str], tuple[float, float, float]]  # kind -> anchor x, y and size
+GROUND_TOP = {"close_ground": 0.3, "close_forest": 0.55, "close_city": 0.72, "close_water": 0.2}  # close-ups: where ground begins
 
-    horizon = None
-    if framing == "wide":
-        horizon = float(rng.uniform(0.3, 0.62))
-    elif framing == "water":
-        horizon = float(rng.uniform(0.3, 0.6))
-    ground_top = {"close_ground": 0.3, "close_forest": 0.55, "close_city": 0.72, "close_water": 0.2}.get(
-        framing, horizon
-    )
 
-    placed: list[np.ndarray] = []
-    objects: list[Placement] = []
-    stream = STREAM_OBJECT
+class _Layout:
+    """Where the objects of one scene go. Every method draws from the plan's generator, so the
+    order of the calls is part of the output: ``plan_scene`` makes them in a fixed order."""
 
-    def sized(kind: str, t: float | None = None) -> float:
+    def __init__(self, rng: np.random.Generator, framing: str, labels: dict[str, int], size: tuple[int, int]) -> None:
+        self.rng, self.framing, self.labels = rng, framing, labels
+        self.w, self.h = size
+        aspect = self.w / self.h  # fractions of the shorter side -> of width/height
+        self.sx, self.sy = (1.0, aspect) if self.w < self.h else (1.0 / aspect, 1.0)  # size fraction * sx = of width
+        self.horizon = None
+        if framing == "wide":
+            self.horizon = float(rng.uniform(0.3, 0.62))
+        elif framing == "water":
+            self.horizon = float(rng.uniform(0.3, 0.6))
+        self.ground_top = GROUND_TOP.get(framing, self.horizon)
+        self.boxes: list[np.ndarray] = []
+        self.objects: list[Placement] = []
+        self.stream = STREAM_OBJECT
+
+    def sized(self, kind: str, t: float | None = None) -> float:
         lo, hi = SIZE_RANGE[kind]
         if t is None:  # log-uniform: small objects as often as large ones
-            return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        return float(max(lo, min(hi, (lo + (hi - lo) * t**1.3) * rng.uniform(0.75, 1.15))))
+            return float(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        return float(max(lo, min(hi, (lo + (hi - lo) * t**1.3) * self.rng.uniform(0.75, 1.15))))
 
-    def add(
-        kind: str,
-        x: float,
-        y: float,
-        size: float,
-        flip: int | None = None,
-        angle: float = 0.0,
-        variant: int | None = None,
-        force: bool = False,
-    ) -> bool:
-        nonlocal stream
-        flip = flip if flip is not None else (1 if rng.random() < 0.5 else -1)
-        variant = variant if variant is not None else int(rng.integers(0, 4))
-        box = _frac_bbox(kind, x, y, size, w, h, flip, angle)
-        if not force and any(_overlap(box, other) > 0.35 for other in placed):
+    def add(self, kind: str, x: float, y: float, size: float, flip: int | None = None, angle: float = 0.0,
+            force: bool = False) -> bool:
+        """Place the object unless it would hide much of one already placed (``force``: anyway)."""
+        flip = flip if flip is not None else (1 if self.rng.random() < 0.5 else -1)
+        variant = int(self.rng.integers(0, 4))
+        box = _frac_bbox(kind, x, y, size, self.w, self.h, flip, angle)
+        if not force and any(_overlap(box, other) > 0.35 for other in self.boxes):
             return False
-        placed.append(box)
-        objects.append(
-            Placement(kind, round(x, 5), round(y, 5), round(size, 5), flip, round(angle, 3), variant, stream)
-        )
-        stream += 1
+        self.boxes.append(box)
+        self.objects.append(Placement(kind, round(x, 5), round(y, 5), round(size, 5), flip, round(angle, 3), variant,
+                                      self.stream))
+        self.stream += 1
         return True
 
-    def ground_spot(kind: str) -> tuple[float, float, float]:
-        top = ground_top if ground_top is not None else 0.5
-        y = float(rng.uniform(top + 0.06 * (1 - top), 0.98))
-        t = (y - top) / max(1e-6, 1 - top)
-        size = sized(kind, t if framing == "wide" else None)
-        return in_frame_x(kind, size), y, size
-
-    def in_frame_x(kind: str, size: float) -> float:
-        """An anchor that keeps most (~85 %) of the object's width in the frame."""
-        reach = max(-EXTENTS[kind][0], EXTENTS[kind][1]) * size * sx
-        lo, hi = max(0.04, reach * 0.7), min(0.96, 1 - reach * 0.7)
-        return float(rng.uniform(lo, hi)) if lo < hi else 0.5
-
-    def sky_spot(kind: str) -> tuple[float, float, float]:
-        size = sized(kind)
-        if framing == "sky" or horizon is None:
-            y = float(rng.uniform(0.15, 0.85))
-        else:
-            y = float(rng.uniform(0.08, max(0.1, horizon - 0.05)))
-        return in_frame_x(kind, size), y, size
-
-    def place(kind: str, spot: Callable[[str], tuple[float, float, float]], **kw) -> None:
+    def place(self, kind: str, spot: Spot, **kw) -> None:
+        """Up to 12 tries at free spots; the last one is placed whatever it hides."""
         for attempt in range(12):
             x, y, size = spot(kind)
-            if add(kind, x, y, size, force=attempt == 11, **kw):
+            if self.add(kind, x, y, size, force=attempt == 11, **kw):
                 return
 
-    lake = None
-    if labels["diver"]:
-        if framing == "wide":
-            size = sized("diver", None) * 0.8
-            rx = max(float(rng.uniform(0.18, 0.4)), 0.75 * size * sx)
-            ry = max(float(rng.uniform(0.06, 0.14)), 0.4 * size * sy)
-            cy = float(rng.uniform(min(0.97, horizon + ry + 0.03), max(horizon + ry + 0.03, 0.98 - 0.4 * ry)))
-            cx = float(rng.uniform(max(rx * 0.7, 0.2), min(1 - rx * 0.7, 0.8)))
-            lake = (cx, cy, rx, ry)
-            add(
-                "diver",
-                cx + float(rng.uniform(-0.2, 0.2)) * rx,
-                cy + float(rng.uniform(-0.1, 0.25)) * ry,
-                size,
-                force=True,
-            )
+    def in_frame_x(self, kind: str, size: float) -> float:
+        """An anchor that keeps most (~85 %) of the object's width in the frame."""
+        reach = max(-EXTENTS[kind][0], EXTENTS[kind][1]) * size * self.sx
+        lo, hi = max(0.04, reach * 0.7), min(0.96, 1 - reach * 0.7)
+        return float(self.rng.uniform(lo, hi)) if lo < hi else 0.5
+
+    def ground_spot(self, kind: str) -> tuple[float, float, float]:
+        top = self.ground_top if self.ground_top is not None else 0.5
+        y = float(self.rng.uniform(top + 0.06 * (1 - top), 0.98))
+        t = (y - top) / max(1e-6, 1 - top)
+        size = self.sized(kind, t if self.framing == "wide" else None)
+        return self.in_frame_x(kind, size), y, size
+
+    def sky_spot(self, kind: str) -> tuple[float, float, float]:
+        size = self.sized(kind)
+        if self.framing == "sky" or self.horizon is None:
+            y = float(self.rng.uniform(0.15, 0.85))
         else:
-            top = (horizon or 0.0) + 0.08
-            place(
-                "diver",
-                lambda k: (float(rng.uniform(0.2, 0.8)), float(rng.uniform(top + 0.1 * (1 - top), 0.85)), sized(k)),
-            )
-    elif framing == "wide" and labels["terrain"] != CITY and rng.random() < 0.12:
-        lake = (
-            float(rng.uniform(0.25, 0.75)),
-            float(rng.uniform(horizon + 0.12, 0.9)),
-            float(rng.uniform(0.15, 0.4)),
-            float(rng.uniform(0.05, 0.12)),
-        )
+            y = float(self.rng.uniform(0.08, max(0.1, self.horizon - 0.05)))
+        return self.in_frame_x(kind, size), y, size
 
-    road = framing == "wide" and labels["terrain"] == CITY and rng.random() < 0.8
-    if labels["aviation"]:
-        if framing == "wide" and rng.random() < 0.2:  # landed
+    def landed_spot(self, kind: str) -> tuple[float, float, float]:
+        x, y, size = self.ground_spot(kind)
+        return x, y - 0.2 * size * self.sy, size  # the anchor is the centre; skids on the ground
 
-            def landed_spot(kind: str) -> tuple[float, float, float]:
-                x, y, size = ground_spot(kind)
-                return x, y - 0.2 * size * sy, size  # the anchor is the centre; skids on the ground
+    def anywhere_spot(self, kind: str) -> tuple[float, float, float]:
+        return float(self.rng.uniform(0.15, 0.85)), float(self.rng.uniform(0.15, 0.75)), self.sized(kind)
 
-            place("helicopter", landed_spot, angle=0.0)
+    # --- one method per place (PLACES)
+    def water(self, kinds: list[str]) -> tuple[float, float, float, float] | None:
+        """The water objects, in a lake of a wide view or in open water; else, now and then, an empty lake."""
+        rng, lake = self.rng, None
+        for kind in kinds:
+            if self.framing != "wide":
+                top = (self.horizon or 0.0) + 0.08
+                self.place(kind, lambda k: (float(rng.uniform(0.2, 0.8)), float(rng.uniform(top + 0.1 * (1 - top), 0.85)),
+                                            self.sized(k)))
+                continue
+            size = self.sized(kind, None) * 0.8
+            if lake is None:
+                rx = max(float(rng.uniform(0.18, 0.4)), 0.75 * size * self.sx)
+                ry = max(float(rng.uniform(0.06, 0.14)), 0.4 * size * self.sy)
+                cy = float(rng.uniform(min(0.97, self.horizon + ry + 0.03), max(self.horizon + ry + 0.03, 0.98 - 0.4 * ry)))
+                cx = float(rng.uniform(max(rx * 0.7, 0.2), min(1 - rx * 0.7, 0.8)))
+                lake = (cx, cy, rx, ry)
+            cx, cy, rx, ry = lake
+            self.add(kind, cx + float(rng.uniform(-0.2, 0.2)) * rx, cy + float(rng.uniform(-0.1, 0.25)) * ry, size, force=True)
+        if not kinds and self.framing == "wide" and self.labels["terrain"] != CITY and rng.random() < 0.12:
+            lake = (float(rng.uniform(0.25, 0.75)), float(rng.uniform(self.horizon + 0.12, 0.9)),
+                    float(rng.uniform(0.15, 0.4)), float(rng.uniform(0.05, 0.12)))
+        return lake
+
+    def aircraft(self, drawn: DrawnTag) -> None:
+        if self.framing == "wide" and self.rng.random() < 0.2:  # landed
+            self.place(drawn.kind, self.landed_spot, angle=0.0)
         else:
-            place("helicopter", sky_spot, angle=float(rng.uniform(-12, 8)))
-    if labels["drone"]:
-        place(
-            "drone",
-            sky_spot
-            if framing in ("wide", "sky", "water")
-            else (lambda k: (float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.15, 0.75)), sized(k))),
-        )
-    for key in ("sherp", "car", "horses", "dog_handler", "hugs"):
-        if labels[key]:
-            kind = OBJECT_FOR_TAG[key]
-            copies = 1 + int(rng.random() < 0.35) + int(rng.random() < 0.15) if key in ("car", "horses") else 1
-            for _ in range(copies):
-                place(kind, ground_spot)
-    # Distractors: lone people (not hugging, no dog) and birds, so that neither tag means "someone".
-    if framing not in ("sky", "water", "close_water") and rng.random() < 0.25:
-        for _ in range(int(rng.integers(1, 4))):
-            place("person", ground_spot)
-    if framing in ("wide", "sky", "water") and rng.random() < 0.15:
-        for _ in range(int(rng.integers(1, 6))):
-            place("bird", sky_spot)
+            self.place(drawn.kind, self.sky_spot, angle=float(self.rng.uniform(-12, 8)))
 
-    occluders: list[Occluder] = []
-    for k, placement in enumerate(objects):
-        if placement.kind in GROUND_KINDS and rng.random() < 0.2:
-            x0, y0, x1, y1 = placed[k]
+    def hover(self, drawn: DrawnTag) -> None:
+        self.place(drawn.kind, self.sky_spot if self.framing in ("wide", "sky", "water") else self.anywhere_spot)
+
+    def ground(self, drawn: DrawnTag) -> None:
+        copies = 1 + sum(int(self.rng.random() < p) for p in drawn.extra_copies)
+        for _ in range(copies):
+            self.place(drawn.kind, self.ground_spot)
+
+    def distractors(self) -> None:
+        """Lone people (not hugging, no dog) and birds, so that no tag means just "someone"."""
+        if self.framing not in ("sky", "water", "close_water") and self.rng.random() < 0.25:
+            for _ in range(int(self.rng.integers(1, 4))):
+                self.place("person", self.ground_spot)
+        if self.framing in ("wide", "sky", "water") and self.rng.random() < 0.15:
+            for _ in range(int(self.rng.integers(1, 6))):
+                self.place("bird", self.sky_spot)
+
+    def occluders(self) -> tuple[Occluder, ...]:
+        """Now and then a trunk (in forests) or a bush or snowdrift in front of a ground object."""
+        rng, out = self.rng, []
+        for k, placement in enumerate(self.objects):
+            if placement.kind not in GROUND_KINDS or not rng.random() < 0.2:
+                continue
+            x0, y0, x1, y1 = self.boxes[k]
             bw, bh = x1 - x0, y1 - y0
-            if framing in ("close_forest",) or (labels["terrain"] == FOREST and rng.random() < 0.4):
+            if self.framing == "close_forest" or (self.labels["terrain"] == FOREST and rng.random() < 0.4):
                 cx = float(rng.uniform(x0 + 0.2 * bw, x1 - 0.2 * bw))
                 half = float(rng.uniform(0.06, 0.12)) * bw
-                occluders.append(
-                    Occluder("trunk", (cx - half, -0.05, cx + half, min(1.05, y1 + 0.1 * bh)), STREAM_OCCLUDER + k)
-                )
+                out.append(Occluder("trunk", (cx - half, -0.05, cx + half, min(1.05, y1 + 0.1 * bh)), STREAM_OCCLUDER + k))
             else:
                 left = x0 + float(rng.uniform(-0.3, 0.5)) * bw
-                occluders.append(
-                    Occluder(
-                        "bush",
-                        (
-                            left,
-                            y1 - float(rng.uniform(0.2, 0.45)) * bh,
-                            left + float(rng.uniform(0.4, 0.8)) * bw,
-                            y1 + 0.04 * bh,
-                        ),
-                        STREAM_OCCLUDER + k,
-                    )
-                )
+                top = y1 - float(rng.uniform(0.2, 0.45)) * bh
+                right = left + float(rng.uniform(0.4, 0.8)) * bw
+                out.append(Occluder("bush", (left, top, right, y1 + 0.04 * bh), STREAM_OCCLUDER + k))
+        return tuple(out)
+
+
+def plan_scene(
+    seed: int,
+    index: int,
+    min_size: int = DEFAULT_MIN_SIZE,
+    max_size: int = DEFAULT_MAX_SIZE,
+    tag_boost: float = 1.0,
+    spec: AttributeSpec | None = None,
+) -> ScenePlan:
+    """Decide everything about image ``index`` that its labels depend on, for the attributes of
+    ``spec`` (default: the shipped spec)."""
+    tags = drawn_tags(spec)
+    rng = stream_rng(seed, index, STREAM_PLAN)
+    framing, labels = _sample_framing_and_labels(rng, tags, tag_boost)
+    photo_size = sample_size(rng, min_size, max_size)
+    layout = _Layout(rng, framing, labels, photo_size)
+    present = [DRAWN_TAGS[key] for key in tags if labels[key]]
+    lake = layout.water([drawn.kind for drawn in present if drawn.place == "water"])
+    road = framing == "wide" and labels["terrain"] == CITY and rng.random() < 0.8
+    placers = {"aircraft": layout.aircraft, "hover": layout.hover, "ground": layout.ground}
+    for place in PLACES[1:]:
+        for drawn in present:
+            if drawn.place == place:
+                placers[place](drawn)
+    layout.distractors()
+    occluders = layout.occluders()
     night = labels["time_of_day"] == NIGHT
     return ScenePlan(
         seed=seed,
@@ -423,11 +459,11 @@ def plan_scene(
         framing=framing,
         labels=labels,
         size=photo_size,
-        horizon=horizon,
+        horizon=layout.horizon,
         lake=lake,
         road=road,
-        objects=tuple(objects),
-        occluders=tuple(occluders),
+        objects=tuple(layout.objects),
+        occluders=occluders,
         quality=int(rng.integers(60, 96)),
         noise=float(rng.uniform(3.0, 9.0) if night else rng.uniform(1.0, 5.0)),
         blur=float(rng.uniform(0.4, 1.3)) if rng.random() < 0.3 else 0.0,
@@ -437,13 +473,13 @@ def plan_scene(
 
 # --- the tagged objects' boxes (boxes.json) -------------------------------------------
 
-TAG_FOR_OBJECT = {kind: tag for tag, kind in OBJECT_FOR_TAG.items()}
+TAG_FOR_OBJECT = {drawn.kind: tag for tag, drawn in DRAWN_TAGS.items()}
 
 
 def tag_boxes(plan: ScenePlan) -> list[list]:
     """``[tag, x0, y0, x1, y1]`` per drawn object of a binary tag, the box in fractions of the
     photo (clipped to it). Distractors (lone people, birds) are left out. Training uses these to
-    label crops correctly (``train.py --low-res-mode crop``)."""
+    label crops correctly (``lizaalert-train --low-res-mode crop``)."""
     w, h = plan.size
     out = []
     for placement in plan.objects:

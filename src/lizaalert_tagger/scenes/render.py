@@ -8,6 +8,7 @@ import io
 from statistics import NormalDist
 
 import numpy as np
+from lizaalert_tagger.common.spec import AttributeSpec
 from lizaalert_tagger.scenes.backgrounds import (
     _city,
     _close_city,
@@ -206,8 +207,14 @@ def encode_jpeg(img: Image.Image, quality: int) -> bytes:
 
 
 def generate(
-    seed: int, index: int, min_size: int = DEFAULT_MIN_SIZE, max_size: int = DEFAULT_MAX_SIZE, tag_boost: float = 1.0
+    seed: int,
+    index: int,
+    min_size: int = DEFAULT_MIN_SIZE,
+    max_size: int = DEFAULT_MAX_SIZE,
+    tag_boost: float = 1.0,
+    spec: AttributeSpec | None = None,
 ) -> tuple[bytes, ScenePlan]:
-    """JPEG bytes and plan of image ``index`` of the data set ``seed``."""
-    plan = plan_scene(seed, index, min_size, max_size, tag_boost)
+    """JPEG bytes and plan of image ``index`` of the data set ``seed`` (the attributes of ``spec``,
+    default: the shipped spec)."""
+    plan = plan_scene(seed, index, min_size, max_size, tag_boost, spec)
     return encode_jpeg(render_photo(plan), plan.quality), plan

@@ -7,25 +7,25 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from lizaalert_tagger.scenes.plan import EXPECTED_CODES, OBJECT_FOR_TAG, ScenePlan, plan_scene
+from lizaalert_tagger.scenes.plan import ScenePlan, plan_scene
 from lizaalert_tagger.scenes.render import encode_jpeg, render_photo
 from lizaalert_tagger.common.spec import AttributeSpec
 from PIL import Image, ImageDraw, ImageFont
 
 
 def _caption(labels: dict[str, int], spec: AttributeSpec) -> tuple[str, str]:
-    scene = " / ".join(spec[k].class_for(labels[k]).label for k in ("time_of_day", "season", "terrain"))
-    tags = ", ".join(spec[k].class_for(1).label for k in OBJECT_FOR_TAG if labels[k]) or "-"
+    scene = " / ".join(a.class_for(labels[a.key]).label for a in spec.attributes if not a.is_binary)
+    tags = ", ".join(a.class_for(1).label for a in spec.attributes if a.is_binary and labels[a.key]) or "-"
     return scene, tags
 
 
-def pick_showcase(seed: int, count: int = 16, pool: int = 300) -> list[int]:
+def pick_showcase(seed: int, spec: AttributeSpec, count: int = 16, pool: int = 300) -> list[int]:
     """Indices whose scenes together show every tag and every class, greedily."""
-    plans = [plan_scene(seed, i, 640, 640) for i in range(pool)]
+    plans = [plan_scene(seed, i, 640, 640, spec=spec) for i in range(pool)]
 
     def features(plan: ScenePlan) -> set[str]:
-        f = {f"{k}={plan.labels[k]}" for k in EXPECTED_CODES}
-        f |= {k for k in OBJECT_FOR_TAG if plan.labels[k]}
+        f = {f"{a.key}={plan.labels[a.key]}" for a in spec.attributes if not a.is_binary}
+        f |= {a.key for a in spec.attributes if a.is_binary and plan.labels[a.key]}
         return f
 
     chosen: list[int] = []
@@ -46,14 +46,14 @@ def contact_sheet(
     path: Path, seed: int, spec: AttributeSpec, indices: Sequence[int] | None = None, cell: tuple[int, int] = (300, 225)
 ) -> Path:
     """A 4x4 grid of generated photos (as saved: JPEG) with their tags underneath, as PNG."""
-    indices = list(indices) if indices is not None else pick_showcase(seed)
+    indices = list(indices) if indices is not None else pick_showcase(seed, spec)
     font = ImageFont.load_default(size=13)
     cw, ch = cell
     caption_h = 36
     sheet = Image.new("RGB", (4 * cw, 4 * (ch + caption_h)), (24, 24, 26))
     draw = ImageDraw.Draw(sheet)
     for n, index in enumerate(indices[:16]):
-        plan = plan_scene(seed, index, 640, 960)
+        plan = plan_scene(seed, index, 640, 960, spec=spec)
         photo = Image.open(io.BytesIO(encode_jpeg(render_photo(plan), plan.quality)))
         photo.thumbnail((cw - 4, ch - 4), Image.Resampling.LANCZOS)
         x, y = (n % 4) * cw, (n // 4) * (ch + caption_h)

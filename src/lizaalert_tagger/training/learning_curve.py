@@ -4,7 +4,7 @@
     lizaalert-learning-curve --run build/train-default --calibration DIR --held-out DIR \
         --png docs/learning_curve.png
 
-For each ``RUN/snapshots/passes_*.pt`` (``train.py --snapshot-every``): tune the
+For each ``RUN/snapshots/passes_*.pt`` (``lizaalert-train --snapshot-every``): tune the
 binary thresholds on the calibration scenes, then score the held-out scenes
 (another seed, never trained on nor tuned on) with those thresholds, in
 process, with the serving preprocessing. Writes ``RUN/curve.json`` (reused:
@@ -17,15 +17,17 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from lizaalert_tagger.common.scoring import score_codes
 from lizaalert_tagger.vision.model import load_tagger
 from lizaalert_tagger.common.spec import DEFAULT_SPEC_PATH, load_spec
-from lizaalert_tagger.training.train import codes_from_logits, load_labelled, pick_device, predict_logits, tune_thresholds
-
-CATEGORICAL = ("time_of_day", "season", "terrain")
+from lizaalert_tagger.training.data import load_labelled
+from lizaalert_tagger.training.evaluation import predict_logits, tune_thresholds
+from lizaalert_tagger.training.trainer import pick_device
+from lizaalert_tagger.vision.answers import codes_from_logits
 
 
 def evaluate_snapshot(path: Path, spec, calibration, held_out, size: int | None = None, device: torch.device | str = "cpu") -> dict:
@@ -42,8 +44,9 @@ def evaluate_snapshot(path: Path, spec, calibration, held_out, size: int | None 
             "thresholds": thresholds}
 
 
-def plot(points: list[dict], png: Path, title: str, boundaries: list[tuple[int, str]] = (), marks: list[dict] = ()) -> None:
-    """``marks``: single results from elsewhere (``RUN/marks.json``: image_passes, score, label), drawn as stars."""
+def plot(points: list[dict], png: Path, title: str, categorical: Sequence[str], boundaries: list[tuple[int, str]] = (),
+         marks: list[dict] = ()) -> None:
+    """``categorical``: the scene attributes, drawn as their mean; ``marks``: single results from elsewhere (``RUN/marks.json``: image_passes, score, label), drawn as stars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,12 +54,12 @@ def plot(points: list[dict], png: Path, title: str, boundaries: list[tuple[int, 
 
     x = [p["image_passes"] for p in points]
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
-    keys = [k for k in points[0]["f1"] if k not in CATEGORICAL]
+    keys = [k for k in points[0]["f1"] if k not in categorical]
     for key in keys:
         ax.plot(x, [p["f1"][key] for p in points], lw=1, alpha=0.75, marker=".", label=key)
-    ax.plot(x, [sum(p["f1"][k] for k in CATEGORICAL) / 3 for p in points], lw=1.5, ls="--", color="gray",
-            label="time/season/terrain (mean)")
-    ax.plot(x, [p["score"] for p in points], lw=3, color="black", marker="o", label="score (mean of 11), served 256 px")
+    ax.plot(x, [sum(p["f1"][k] for k in categorical) / len(categorical) for p in points], lw=1.5, ls="--", color="gray",
+            label=f"{'/'.join(k.replace('_', ' ') for k in categorical)} (mean)")
+    ax.plot(x, [p["score"] for p in points], lw=3, color="black", marker="o", label=f"score (mean of {len(points[0]['f1'])}), served 256 px")
     for size in sorted({size for p in points for size in p.get("at_size", {})}):
         xs = [p["image_passes"] for p in points if size in p.get("at_size", {})]
         ax.plot(xs, [p["at_size"][size]["score"] for p in points if size in p.get("at_size", {})], lw=2, ls="--",
@@ -96,7 +99,7 @@ def phase_boundaries(run: Path) -> list[tuple[int, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="train.py --out directory with snapshots/")
+    parser.add_argument("--run", type=Path, required=True, help="lizaalert-train --out directory with snapshots/")
     parser.add_argument("--calibration", type=Path, help="scenes (images/ + labels.csv) to tune thresholds on (needed while snapshots are unscored)")
     parser.add_argument("--held-out", type=Path, help="scenes (images/ + labels.csv) to score (needed while snapshots are unscored)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC_PATH, help="(default: %(default)s)")
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     curve_path = args.run / "curve.json"
     done = {p["snapshot"]: p for p in json.loads(curve_path.read_text())} if curve_path.exists() else {}
     if not snapshots and not done:
-        print(f"lizaalert-learning-curve: no snapshots in {args.run / 'snapshots'} (train.py --snapshot-every N) "
+        print(f"lizaalert-learning-curve: no snapshots in {args.run / 'snapshots'} (lizaalert-train --snapshot-every N) "
               f"and no {curve_path} to plot", file=sys.stderr)
         return 2
     seconds = {}
@@ -155,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         curve_path.write_text(json.dumps(sorted(done.values(), key=lambda p: p["image_passes"]), indent=1) + "\n")
     points = sorted(done.values(), key=lambda p: p["image_passes"])
     for p in points:
-        objects = " ".join(f"{k}={v:.2f}" for k, v in p["f1"].items() if k not in CATEGORICAL)
+        objects = " ".join(f"{k}={v:.2f}" for k, v in p["f1"].items() if spec[k].is_binary)
         extra = "".join(f"  (at {size} px: {v['score']:.4f})" for size, v in p.get("at_size", {}).items())
         print(f"{p['image_passes']:>8} passes  score {p['score']:.4f}{extra}  {objects}")
     if args.png:
         marks_path = args.run / "marks.json"
         marks = json.loads(marks_path.read_text()) if marks_path.exists() else []
-        plot(points, args.png, args.title, phase_boundaries(args.run), marks)
+        plot(points, args.png, args.title, [a.key for a in spec.attributes if not a.is_binary], phase_boundaries(args.run), marks)
         print(f"wrote {args.png}")
     return 0
 

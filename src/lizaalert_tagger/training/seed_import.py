@@ -16,8 +16,8 @@ inert record of its saved state. Then:
   (its children without ``fc``) -> our ``trunk``;
 - heads found under either spelling: the seed's module attributes
   (``timeOfTheDay``, ``timeOfTheYear``: state dict keys ``timeOfTheDay.1.weight``)
-  or its forward pass's output keys (``timeday``, ``timeyear``), which SEED.md
-  once gave as the attribute names; the other nine heads are spelt alike;
+  or its forward pass's output keys (``timeday``, ``timeyear``), which an early
+  description of the seed gave as the attribute names; the other nine heads are spelt alike;
 - categorical heads (time of day, season, ``place``) copied in the seed's
   class order (output index = the seed's code);
 - binary heads with two outputs (a two-way softmax) -> one logit
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state, spec = convert(read_seed_checkpoint(args.checkpoint), load_spec(args.spec))
     except (ValueError, RuntimeError) as e:
-        print(f"import_seed_checkpoint.py: {e}", file=sys.stderr)
+        print(f"lizaalert-import-seed: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.out / "weights.pt")

@@ -10,12 +10,13 @@ from lizaalert_tagger import scenes as ms
 import numpy as np
 import pytest
 from lizaalert_tagger.common.labels_csv import read_labels, resolve_images
+from lizaalert_tagger.common.spec import load_spec
 from PIL import Image
 
 
-def find_plan(predicate, seed: int = 0, limit: int = 3000, **size) -> ms.ScenePlan:
+def find_plan(predicate, seed: int = 0, limit: int = 3000, **kwargs) -> ms.ScenePlan:
     for index in range(limit):
-        plan = ms.plan_scene(seed, index, **size)
+        plan = ms.plan_scene(seed, index, **kwargs)
         if predicate(plan):
             return plan
     raise AssertionError(f"no plan matched in the first {limit} indices")
@@ -88,8 +89,8 @@ def test_labels_within_spec_codes_and_consistent_with_framing(spec):
         if plan.framing in ("sky", "water", "close_water"):
             assert plan.labels["season"] == 0 and plan.labels["terrain"] == 0
         drawn = {o.kind for o in plan.objects}
-        for key, kind in ms.OBJECT_FOR_TAG.items():
-            assert (kind in drawn) == bool(plan.labels[key]), (index, key)
+        for key in ms.drawn_tags(spec):
+            assert (ms.DRAWN_TAGS[key].kind in drawn) == bool(plan.labels[key]), (index, key)
 
 
 def test_sample_labels_is_the_plans_labels():
@@ -111,11 +112,11 @@ def test_sizes_in_range_both_orientations():
 def test_binary_tags_rare_and_categories_like_the_seed(spec):
     n = 2000
     rows = [ms.sample_labels(ms.stream_rng(11, i, ms.STREAM_PLAN)) for i in range(n)]
-    for key in ms.OBJECT_FOR_TAG:
+    for key in ms.drawn_tags(spec):
         share = sum(r[key] for r in rows) / n
         assert 0.025 <= share <= 0.16, (key, share)
     time_counts = np.bincount([r["time_of_day"] for r in rows], minlength=4)
-    assert time_counts.argmax() == 1 and 0.45 < time_counts[1] / n < 0.7  # day, as in SEED.md
+    assert time_counts.argmax() == 1 and 0.45 < time_counts[1] / n < 0.7  # day, as in the seed's predictions
     assert time_counts[0] > time_counts[2] > time_counts[3]  # none > night > dawn/dusk
     terrain_counts = np.bincount([r["terrain"] for r in rows], minlength=3)
     assert terrain_counts[0] > terrain_counts[1] > terrain_counts[2]
@@ -127,7 +128,7 @@ def test_objects_are_at_least_six_percent_of_the_shorter_side():
         plan = ms.plan_scene(4, index)
         w, h = ms.render_size(plan.size)
         for o in plan.objects:
-            if o.kind in ms.OBJECT_FOR_TAG.values():
+            if o.kind in ms.TAG_FOR_OBJECT:
                 x0, y0, x1, y1 = ms.object_bbox(o, w, h)
                 assert max(x1 - x0, y1 - y0) >= 0.06 * min(w, h), (index, o)
 
@@ -158,11 +159,12 @@ def test_drawings_stay_inside_their_extents(kind):
             assert len(xs) > 0.1 * (x1 - x0) * (y1 - y0), "the drawing should fill a fair part of its box"
 
 
-@pytest.mark.parametrize("tag", sorted(ms.OBJECT_FOR_TAG))
-def test_object_changes_pixels_only_in_its_box(tag):
-    kind = ms.OBJECT_FOR_TAG[tag]
+@pytest.mark.parametrize("tag", sorted(ms.DRAWN_TAGS))
+def test_object_changes_pixels_only_in_its_box(tag, twelve_attribute_spec):
+    kind = ms.DRAWN_TAGS[tag].kind
+    spec = load_spec(twelve_attribute_spec)  # every drawn tag, "tent" too
     plan = find_plan(
-        lambda p: p.labels[tag] and sum(o.kind == kind for o in p.objects) == 1, min_size=400, max_size=480
+        lambda p: p.labels[tag] and sum(o.kind == kind for o in p.objects) == 1, min_size=400, max_size=480, spec=spec
     )
     with_object = ms.render_canvas(plan).astype(np.int16)
     without = ms.render_canvas(plan.without(kind)).astype(np.int16)
@@ -203,8 +205,10 @@ def test_night_is_darker_than_day_and_winter_whiter_than_summer():
 
 
 def test_main_writes_a_readable_data_set(tmp_path, spec, capsys):
+    from lizaalert_tagger.scenes.cli import main
+
     out = tmp_path / "scenes"
-    assert ms.main(["--out", str(out), "--count", "3", "--max-size", "320", "--jobs", "1", "--quiet"]) == 0
+    assert main(["--out", str(out), "--count", "3", "--max-size", "320", "--jobs", "1", "--quiet"]) == 0
     table = read_labels(out / "labels.csv", spec)
     assert [r.filename for r in table.rows] == ["00000.jpg", "00001.jpg", "00002.jpg"] and not table.problems
     resolved = resolve_images(table, out / "images")
@@ -214,11 +218,14 @@ def test_main_writes_a_readable_data_set(tmp_path, spec, capsys):
 
 
 def test_help_shows_defaults(capsys):
+    from lizaalert_tagger.scenes.cli import main
+
     with pytest.raises(SystemExit) as info:
-        ms.main(["--help"])
+        main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    assert "(default: 2)" in text and "(default: 4000)" in text
+    assert "(default: 2)" in text and "(default: 4000)" in text and "lizaalert-scenes --contact-sheet" in text
+    assert "scripts/" not in text
 
 
 def test_contact_sheet_is_a_captioned_grid(tmp_path, spec):
@@ -228,3 +235,41 @@ def test_contact_sheet_is_a_captioned_grid(tmp_path, spec):
     pixels = np.asarray(sheet.convert("RGB"))
     assert pixels[:120, :160].std() > 10  # a photo in the first cell
     assert pixels[120:156, :160].max() > 200  # its caption
+
+
+def test_every_drawn_tag_has_a_drawing_extents_and_sizes():
+    """A tag of DRAWN_TAGS is drawn by objects.DRAW, fits its EXTENTS, is sized by SIZE_RANGE and placed somewhere known."""
+    for key, drawn in ms.DRAWN_TAGS.items():
+        assert drawn.kind in ms.DRAW and drawn.kind in ms.EXTENTS and drawn.kind in ms.SIZE_RANGE, key
+        assert drawn.place in ms.PLACES and set(drawn.probability) <= {"wide", "sky", "water", "close_ground",
+                                                                        "close_forest", "close_city", "close_water"}, key
+
+
+def test_a_twelfth_attribute_is_planned_labelled_and_drawn(tmp_path, spec, twelve_attribute_spec):
+    """A spec with one more binary attribute ("tent", drawn by the generator): its count comes from
+    the spec, every scene carries all of them, a labelled tent is drawn and boxed, and labels.csv
+    has its column."""
+    twelve = load_spec(twelve_attribute_spec)
+    assert len(twelve.attributes) == len(spec.attributes) + 1
+    plans = [ms.plan_scene(6, i, 320, 400, tag_boost=4.0, spec=twelve) for i in range(60)]
+    assert all(tuple(p.labels) == twelve.keys for p in plans)
+    tents = [p for p in plans if p.labels["tent"]]
+    assert tents and all(any(o.kind == "tent" for o in p.objects) for p in tents)
+    assert all(any(box[0] == "tent" for box in ms.tag_boxes(p)) for p in tents)
+    assert not any(o.kind == "tent" for i in range(60) for o in ms.plan_scene(6, i, 320, 400, tag_boost=4.0).objects)
+    rows = ms.make_dataset(tmp_path, 4, 6, 240, 320, spec=twelve)
+    table = read_labels(tmp_path / "labels.csv", twelve)
+    assert not table.problems and [r.labels for r in table.rows] == [labels for _, labels in rows]
+    assert "Палатка" in (tmp_path / "labels.csv").read_text(encoding="utf-8").splitlines()[0]
+
+
+def test_a_spec_attribute_without_a_drawing_is_refused_by_name(spec):
+    import dataclasses
+
+    unknown = dataclasses.replace(spec["hugs"], key="boat")
+    other = dataclasses.replace(spec, attributes=(*spec.attributes[:-1], unknown))
+    with pytest.raises(ValueError, match="no drawing for the spec's 'boat'.*DRAWN_TAGS"):
+        ms.check_spec(other)
+    without_time = dataclasses.replace(spec, attributes=spec.attributes[1:])
+    with pytest.raises(ValueError, match="draws time_of_day"):
+        ms.check_spec(without_time)

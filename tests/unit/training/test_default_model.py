@@ -96,3 +96,63 @@ def test_archive_carries_only_what_the_worker_imports_and_its_freshness_ignores_
     assert archive.sources_digest() == before  # editing the benchmark does not rebuild the model archive
     (tree / "vision" / "model.py").write_text("# edited\n")
     assert archive.sources_digest() != before  # editing what the worker runs does
+
+
+# What `lizaalert-default-model --train` passed to lizaalert-train when recipes were argv (the run of
+# `--recipe continue` in progress was started so, and its checkpoint is resumed with these settings).
+OLD_RECIPE_ARGV = {
+    "gpu": ["--batch-size", "32", "--lr", "2e-3", "--checkpoint-minutes", "10", "--low-res-mode", "full", "--epochs", "5",
+            "--final-epochs", "0"],
+    "cpu": ["--batch-size", "32", "--lr", "2e-3", "--checkpoint-minutes", "10", "--low-res-mode", "resize", "--low-res",
+            "128", "--epochs", "5", "--final-epochs", "1", "--final-images", "8000", "--final-lr", "5e-4", "--ema-passes",
+            "8000", "--snapshot-every", "8000"],
+    "continue": ["--batch-size", "32", "--lr", "1e-3", "--low-res-mode", "full", "--epochs", "2", "--final-epochs", "0",
+                 "--ema-passes", "8000", "--snapshot-every", "8000", "--checkpoint-minutes", "5", "--head-weight",
+                 "dog_handler=2", "--head-weight", "horses=1.5", "--head-weight", "hugs=1.5"],
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(OLD_RECIPE_ARGV))
+def test_recipe_configs_are_the_settings_runs_were_started_with(recipe, tmp_path):
+    """Each recipe's TrainConfig is what its lizaalert-train command line gave; the config writes that
+    command line back (for the manifest) and the command line reads it as the same config."""
+    from lizaalert_tagger.training import cli, default_model
+
+    build = tmp_path / "build"
+    old = ["--images", str(build / "scenes" / "images"), "--labels", str(build / "scenes" / "labels.csv"),
+           "--val-images", str(build / "calibration" / "images"), "--val-labels", str(build / "calibration" / "labels.csv"),
+           "--out", str(build / "trained"), "--device", "auto", "--jobs", "2", *OLD_RECIPE_ARGV[recipe],
+           *(["--init", str(default_model.SHIPPED_DIR / default_model.WEIGHTS_FILE)] if recipe == "continue" else []),
+           "--resume"]
+    config = default_model.recipe_config(recipe, build, device="auto", jobs=2, resume=True)
+    assert config == cli.config_from_args(cli.build_parser().parse_args(old))
+    assert cli.config_from_args(cli.build_parser().parse_args(config.to_argv())) == config
+
+
+def test_continue_recipe_keeps_its_phases_scenes_and_head_weights(tmp_path):
+    """The continuation in progress resumes only if its phases, its scenes (found by their stamp) and its
+    head weights are what they were: one 256 px phase of 1,500 steps at peak lr 1e-3 on 24,000 scenes."""
+    from lizaalert_tagger.training import default_model
+    from lizaalert_tagger.training.schedule import Phase, plan_phases
+
+    config = default_model.recipe_config("continue", tmp_path, jobs=1, resume=True)
+    scenes, calibration = default_model.recipe_scenes("continue")
+    assert plan_phases(config, scenes.count, 256) == [Phase("256px", "full", 1500, 1e-3)]
+    assert dict(config.head_weights) == {"dog_handler": 2.0, "horses": 1.5, "hugs": 1.5}
+    assert config.init == default_model.SHIPPED_DIR / "weights.safetensors" and config.out == tmp_path / "trained"
+    assert scenes.stamp() == {"seed": 20, "count": 24000, "options": ["--max-size", "1024", "--tag-boost", "4.0"]}
+    assert calibration.stamp() == {"seed": 1, "count": 3000, "options": ["--max-size", "1024"]}
+    assert scenes.record() == {"seed": 20, "count": 24000, "max_size": 1024, "tag_boost": 4.0}
+
+
+def test_scenes_are_reused_by_their_stamp_and_other_scenes_refused(tmp_path):
+    from lizaalert_tagger.training.default_model import SceneSet, generate_scenes
+
+    out = tmp_path / "scenes"
+    generate_scenes(out, SceneSet(5, 3, max_size=320), jobs=1)
+    assert json.loads((out / "scenes.json").read_text()) == {"seed": 5, "count": 3, "options": ["--max-size", "320"]}
+    mtime = (out / "labels.csv").stat().st_mtime_ns
+    generate_scenes(out, SceneSet(5, 3, max_size=320), jobs=1)
+    assert (out / "labels.csv").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="holds other scenes"):
+        generate_scenes(out, SceneSet(6, 3, max_size=320), jobs=1)

@@ -6,11 +6,10 @@ import torch
 
 def test_curve_of_snapshots(tmp_path, seeded_weights):
     from lizaalert_tagger.training import learning_curve
-    from lizaalert_tagger import scenes
+    from lizaalert_tagger.scenes import make_dataset
 
     for name, seed in (("cal", 21), ("held", 22)):
-        assert scenes.main(["--out", str(tmp_path / name), "--count", "10", "--seed", str(seed), "--max-size", "320",
-                            "--quiet", "--jobs", "1"]) == 0
+        make_dataset(tmp_path / name, 10, seed, max_size=320)
     run = tmp_path / "run"
     (run / "snapshots").mkdir(parents=True)
     state = torch.load(seeded_weights, weights_only=True)

@@ -17,7 +17,7 @@ from lizaalert_tagger.vision.model import LizaAlertTagger
 # The seed's forward pass: output keys in its order, with each head's width.
 SEED_ORDER = [("avia", 2), ("auto", 2), ("bpla", 2), ("diver", 2), ("cynologist", 2), ("horses", 2),
               ("hugs", 2), ("sherp", 2), ("timeday", 4), ("timeyear", 5), ("place", 3)]
-# The original code's module attribute names where they differ from the output keys (SEED.md).
+# The original code's module attribute names where they differ from the output keys.
 ORIGINAL_ATTRIBUTES = {"timeday": "timeOfTheDay", "timeyear": "timeOfTheYear"}
 # Our attribute keys -> the seed's output keys.
 SEED_KEYS = {"time_of_day": "timeday", "season": "timeyear", "terrain": "place", "sherp": "sherp", "car": "auto",
@@ -189,7 +189,7 @@ def test_archive_from_the_import_serves(seed_checkpoint, spec, tmp_path):
     server = start_server(tmp_path / "run", store)
     try:
         answer = TaggerClient(server.inference_url, server.management_url, server.key_file).predict(make_photo("JPEG"))
-        assert answer["model"]["version"] == "seed-1" and len(answer["attributes"]) == 11
+        assert answer["model"]["version"] == "seed-1" and list(answer["attributes"]) == list(spec.keys)
     finally:
         server.stop()
 
@@ -198,11 +198,11 @@ def parity_photos() -> list[bytes]:
     """Photos of several formats and sizes, none large enough for JPEG draft decoding (both sides >= 512 px):
     the seed decoded every photo at full size, so the served pixels must be the seed's pixels."""
     from conftest import make_photo
-    from lizaalert_tagger import scenes as make_scenes
+    from lizaalert_tagger import scenes
 
     photos = [make_photo("JPEG", size=(640, 480)), make_photo("PNG", size=(800, 600), color=(200, 30, 90)),
               make_photo("JPEG", size=(300, 500), color=(10, 10, 60), quality=90)]
-    photos += [make_scenes.generate(11, i, 320, 500)[0] for i in range(3)]
+    photos += [scenes.generate(11, i, 320, 500)[0] for i in range(3)]
     return photos
 
 
