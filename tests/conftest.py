@@ -420,7 +420,7 @@ def make_field_run(tmp: Path, spec, count: int, seed: int = 21, extra=None, repo
                    size=(240, 360)) -> tuple[Path, Path, FakeTagger]:
     """``count`` generated scenes (half with EXIF, nested folders) tagged by ``tag-folder --out RUN/ --report``
     in-process, ``TaggerClient.predict`` answering from the scenes' labels. ``extra(folder, fake)``
-    may add photos first."""
+    may add photos first. ``--send-original``: the fake finds each photo by its bytes, large ones included."""
     from lizaalert_tagger.client import tagctl
     from lizaalert_tagger.client.http import TaggerClient
 
@@ -431,7 +431,8 @@ def make_field_run(tmp: Path, spec, count: int, seed: int = 21, extra=None, repo
         extra(folder, fake)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TaggerClient, "predict", fake.method())
-        args = ["--inference-url", "http://127.0.0.1:9", "--token", "t", "tag-folder", str(folder), "--out", f"{run}/", "--quiet"]
+        args = ["--inference-url", "http://127.0.0.1:9", "--token", "t", "tag-folder", str(folder), "--out", f"{run}/", "--quiet",
+                "--send-original"]
         assert tagctl.main(args + (["--report"] if report else [])) == 0
     return folder, run, fake
 

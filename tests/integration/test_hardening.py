@@ -132,6 +132,39 @@ def test_one_bad_photo_fails_only_its_own_request_under_batching(server):
     assert all(code == 200 for is_bad, code in outcomes if not is_bad)
 
 
+def test_deeply_nested_target_is_its_own_400_amid_concurrent_predictions(server):
+    """An explanation whose ``target`` is nested 2,000 deep (RecursionError in json.loads) was answered
+    503, and so were predictions batched with it. Now it is its own 400 and every prediction a 200.
+    A JSON body nested that deep, which the worker cannot parse, is a 400 too."""
+    photo = make_photo("JPEG")
+    nested = '{"a":' * 2000
+    explain = f"{server.inference_url}/explanations/lizaalert_tagger"
+    deep_body = ('{"data": "' + base64.b64encode(photo).decode() + '", "target": ' + '{"a": ' * 2000 + "1" + "}" * 2001).encode()
+
+    def post(kind: str) -> tuple[str, int, dict]:
+        if kind == "nested_target":
+            r = requests.post(explain, files={"data": ("p.jpg", photo, "image/jpeg")}, data={"target": nested},
+                              headers=auth(server), timeout=120)
+        elif kind == "nested_body":
+            r = requests.post(explain, data=deep_body, headers={**auth(server), "Content-Type": "application/json"}, timeout=120)
+        else:
+            r = requests.post(url(server), data=photo, headers=auth(server), timeout=60)
+        return kind, r.status_code, r.json()
+
+    kinds = ["predict"] * 24
+    for at in (3, 9, 15):
+        kinds.insert(at, "nested_target")
+    kinds.insert(20, "nested_body")
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(post, kinds))
+    for kind, status, body in outcomes:
+        if kind == "predict":
+            assert status == 200 and len(body["attributes"]) == 11, (kind, status, body)
+        else:
+            assert status == 400 and body["code"] == 400, (kind, status, body)
+    assert {body["type"] for kind, _, body in outcomes if kind == "nested_target"} == {"bad_target"}
+
+
 def test_killed_worker_is_restarted_and_tag_folder_still_tags_every_photo(server, tmp_path):
     from lizaalert_tagger.client import tagctl
     from lizaalert_tagger.common.labels_csv import read_labels

@@ -4,7 +4,9 @@ through scripts/install_system_tools.sh when missing, or Java).
 
 The tests drive Chromium over the DevTools protocol (``websocket-client``): they record every
 console message, exception, log entry, dialog and network request of the page, so "no errors,
-nothing fetched from outside the report folder" is checked, not assumed.
+nothing fetched from outside the report folder" is checked, not assumed. The review is driven with
+real input events (mouse clicks and key presses, as a person makes them), and its export is read back
+from Chromium's download folder.
 ``LIZAALERT_UPDATE_DOCS=1`` makes the screenshot test write docs/report.png.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import (HOSTILE_DATE, HOSTILE_FILES, HOSTILE_MAKE, ROOT, add_hostile_photos, field_photos,
+from conftest import (HOSTILE_DATE, HOSTILE_FILES, HOSTILE_MAKE, HOSTILE_NAMES, ROOT, add_hostile_photos, field_photos,
                       make_field_run as make_run, read_details_csv, run_tagctl)
 
 pytestmark = pytest.mark.integration
@@ -197,6 +199,33 @@ class Tab:
         prefix = folder.resolve().as_uri() + "/"
         return [u for u in self.requests() if not u.startswith(prefix) and not u.startswith("data:")]
 
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed, released) in the middle of the first element ``selector`` finds."""
+        x, y = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+                       "const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    KEYS = {"Enter": ("Enter", 13, "\r"), "Backspace": ("Backspace", 8, ""), "Escape": ("Escape", 27, ""),
+            "ArrowLeft": ("ArrowLeft", 37, ""), "ArrowRight": ("ArrowRight", 39, "")}
+
+    def press(self, key: str) -> None:
+        """A real key press: ``Enter``, ``Backspace``, ``Escape``, an arrow, or a digit."""
+        code, number, text = self.KEYS[key] if key in self.KEYS else (f"Digit{key}", ord(key), key)
+        common = {"key": key, "code": code, "windowsVirtualKeyCode": number, "nativeVirtualKeyCode": number}
+        self.send("Input.dispatchKeyEvent", {"type": "keyDown", **common, **({"text": text} if text else {})})
+        self.send("Input.dispatchKeyEvent", {"type": "keyUp", **common})
+
+    def reload(self) -> None:
+        loads = len(self.events("Page.loadEventFired"))
+        self.send("Page.reload", {"ignoreCache": True})
+        deadline = time.monotonic() + 60
+        while len(self.events("Page.loadEventFired")) == loads:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the page did not load again")
+            self.browser.pump(0.2)
+        self.wait_images()
+
     def shown(self) -> list[str]:
         return self.js("Array.from(document.querySelectorAll('.card')).filter(c => !c.hidden && "
                        "c.getBoundingClientRect().height > 0).map(c => c.dataset.path)")
@@ -368,5 +397,190 @@ def test_tag_folder_report_through_the_real_server(server, browser, tmp_path, sp
     try:
         assert tab.js("document.querySelectorAll('.card').length") == 9
         assert tab.problems() == [] and tab.outside(run / "report") == []
+    finally:
+        tab.close()
+
+
+# --- the review: corrections with clicks and keys, kept across a reload, exported -------------------------------
+
+
+def _aim(tab: Tab, photo: str) -> str:
+    """A selector for the thumbnail of ``photo`` (any name: found by its data, not through CSS quoting)."""
+    tab.js("document.querySelectorAll('#aim').forEach(e => e.removeAttribute('id'));"
+           f"Array.from(document.querySelectorAll('.card')).find(c => c.dataset.path === {json.dumps(photo)})"
+           ".querySelector('.thumb').id = 'aim'")
+    return "#aim"
+
+
+def _downloads(browser: Browser, count: int, timeout: float = 30) -> None:
+    """Until ``count`` downloads have completed (Browser.downloadProgress)."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for e in browser.events if e["method"] == "Browser.downloadProgress"
+              and e["params"].get("state") == "completed") < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} downloads did not complete")
+        browser.pump(0.2)
+
+
+class _Reviewer:
+    """What the test's reviewer did, kept beside the page: the codes each reviewed photo should have and
+    the changes (attribute, before, after) the page should have logged."""
+
+    def __init__(self, served: dict[str, dict[str, int]]) -> None:
+        self.served, self.expected, self.changes = served, {}, {}
+
+    def accept(self, photo: str) -> None:
+        self.expected.setdefault(photo, dict(self.served[photo]))
+
+    def set(self, photo: str, key: str, code: int) -> None:
+        codes = self.expected.setdefault(photo, dict(self.served[photo]))
+        self.changes.setdefault(photo, []).append((key, codes[key], code))
+        codes[key] = code
+
+    def flip(self, photo: str, key: str) -> None:
+        self.set(photo, key, 1 - self.expected.get(photo, self.served[photo])[key])
+
+    def undo(self, photo: str) -> None:
+        self.expected.pop(photo, None)
+        self.changes.pop(photo, None)
+
+
+def test_review_with_clicks_and_keys_is_kept_across_a_reload_and_exported_exactly(browser, tmp_path, spec):
+    from datetime import datetime
+
+    from lizaalert_tagger.common.certainty import decision_margin
+    from lizaalert_tagger.common.labels_csv import write_labels
+
+    folder, run, fake = make_run(tmp_path, spec, 8, extra=add_hostile_photos)
+    rows = {r["path"]: r for r in read_details_csv(run / "details.csv")}
+    served = {p: {a.key: int(r[f"{a.key}_code"]) for a in spec.attributes} for p, r in rows.items()}
+    margins = {p: decision_margin(served[p], {a.key: float(r[f"{a.key}_score"]) for a in spec.attributes}, spec)
+               for p, r in rows.items()}
+    objects = [a.key for a in spec.attributes if a.is_binary]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads), "eventsEnabled": True})
+    report = run / "report"
+    reviewer = _Reviewer(served)
+    tab = browser.open((report / "index.html").as_uri())
+
+    def viewing() -> str:
+        return tab.js("document.getElementById('viewer').open ? document.getElementById('viewer-path').textContent : ''")
+
+    def cards() -> list[list]:
+        return tab.js("Array.from(document.querySelectorAll('.card')).map(c => [c.dataset.path, c.classList.contains('reviewed'),"
+                      " c.querySelector('.mark').hidden ? '' : c.querySelector('.mark').textContent, c.dataset.tags])")
+
+    try:
+        tab.js("const s = document.getElementById('sort'); s.value = 'uncertain'; s.dispatchEvent(new Event('change'))")
+        order = [c[0] for c in cards()]
+        assert [margins[p] for p in order] == sorted(margins.values()), "least certain first"
+        first, second, third, fourth, fifth = order[:5]
+
+        # clicks: open the least certain photo, toggle an object, choose another season, "всё верно"
+        tab.click(_aim(tab, first))
+        assert viewing() == first
+        tab.click('#review .toggle[data-key="car"]')
+        reviewer.flip(first, "car")
+        season = next(c.code for c in spec["season"].classes if c.code != served[first]["season"])
+        tab.click(f'#review .choice[data-key="season"] [data-code="{season}"]')
+        reviewer.set(first, "season", season)
+        assert tab.js("document.querySelector('#review .toggle[data-key=\"car\"]').getAttribute('aria-pressed')") == \
+            ("true" if reviewer.expected[first]["car"] else "false")
+        tab.click("#accept")
+        assert viewing() == second
+
+        # keys: digits toggle the objects in the spec's order, arrows move without marking, Enter accepts, Backspace undoes
+        tab.press("3")
+        reviewer.flip(second, objects[2])
+        tab.press("8")
+        reviewer.flip(second, objects[7])
+        tab.press("ArrowRight")
+        assert viewing() == third
+        tab.press("ArrowLeft")
+        assert viewing() == second
+        tab.press("Enter")
+        assert viewing() == third
+        tab.press("Enter")  # as the model said: reviewed, nothing changed
+        reviewer.accept(third)
+        assert viewing() == fourth
+        tab.press("5")
+        tab.press("5")  # back to the model's answer: reviewed, both changes logged
+        reviewer.flip(fourth, objects[4])
+        reviewer.flip(fourth, objects[4])
+        tab.press("Enter")
+        assert viewing() == fifth
+        tab.press("1")
+        tab.press("Backspace")
+        assert tab.js("document.getElementById('review-state').textContent") == "не проверено"
+        # markup in names and EXIF: photos like the others, corrected, marked, exported (those not met above, so
+        # that the cases above stay what they are; one with a quote, for the CSV's quoting)
+        hostile = [p for p in (*HOSTILE_FILES, "/".join(HOSTILE_NAMES), "exif_markup.jpg") if p not in order[:5]]
+        assert any('"' in p for p in hostile), f"the fixture's scores moved: {order[:5]}"
+        for photo in hostile:
+            tab.press("Escape")
+            tab.click(_aim(tab, photo))
+            assert viewing() == photo
+            tab.press("2")
+            reviewer.flip(photo, objects[1])
+            tab.press("Enter")
+        tab.press("Escape")
+        assert viewing() == ""
+
+        # the grid: marks, the reviewed tags in the filters, the count, the filter "не проверенные"
+        grid = cards()
+        reviewed = set(reviewer.expected)
+        assert {p for p, is_reviewed, _, _ in grid if is_reviewed} == reviewed and len(reviewed) >= 5
+
+        def mark(photo: str) -> str:
+            if photo not in reviewer.expected:
+                return ""
+            fixed = sum(reviewer.expected[photo][k] != served[photo][k] for k in spec.keys)
+            return f"✓ исправлено: {fixed}" if fixed else "✓ проверено"
+
+        assert {p: m for p, _, m, _ in grid} == {p: mark(p) for p in rows}
+        assert mark(third) == mark(fourth) == "✓ проверено" and mark(fifth) == "", "accepted as served, toggled back, undone"
+        for p, _, _, tags in grid:
+            codes = reviewer.expected.get(p, served[p])
+            assert set(tags.split()) == tokens_of({f"{k}_code": str(v) for k, v in codes.items()}, spec), p
+        assert tab.js("document.getElementById('reviewed-count').textContent") == str(len(reviewed))
+        tab.click("#unreviewed")
+        assert sorted(tab.shown()) == sorted(set(rows) - reviewed)
+        tab.click("#unreviewed")
+
+        # closing the page loses nothing: after a reload, the same marks and the corrected answer in the viewer
+        tab.reload()
+        run_id = (report / "run-id.txt").read_text(encoding="ascii").strip()
+        assert tab.js("Object.keys(localStorage)") == [f"lizaalert-review:{run_id}"]
+        assert sorted(cards()) == sorted(grid)
+        tab.click(_aim(tab, first))
+        assert tab.js("document.querySelector('#review .toggle[data-key=\"car\"]').getAttribute('aria-pressed')") == \
+            ("true" if reviewer.expected[first]["car"] else "false")
+        assert tab.js(f"document.querySelector('#review .choice[data-key=\"season\"] [data-code=\"{season}\"]')"
+                      ".getAttribute('aria-checked')") == "true"
+        tab.press("Escape")
+
+        # export: reviewed.csv is what write_labels writes for the corrections; review.json logs every change
+        tab.click("#export")
+        _downloads(browser, 2)
+        assert sorted(p.name for p in downloads.iterdir()) == ["review.json", "reviewed.csv"]
+        write_labels(tmp_path / "expected.csv", sorted(reviewer.expected.items()), spec)
+        assert (downloads / "reviewed.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+        log = json.loads((downloads / "review.json").read_text(encoding="utf-8"))
+        assert log["run"] == run_id and log["columns"] == (run / "labels.csv").read_text(encoding="utf-8").split("\n")[0].split(";")
+        assert [p["path"] for p in log["photos"]] == sorted(reviewed)
+        for entry in log["photos"]:
+            photo = entry["path"]
+            assert entry["codes"] == reviewer.expected[photo] and entry["model"] == served[photo]
+            assert [(c["attribute"], c["before"], c["after"]) for c in entry["changes"]] == reviewer.changes.get(photo, [])
+            stamps = [datetime.fromisoformat(c["at"].replace("Z", "+00:00")) for c in entry["changes"]]
+            reviewed_at = datetime.fromisoformat(entry["reviewed"].replace("Z", "+00:00"))
+            assert stamps == sorted(stamps) and all(stamp <= reviewed_at for stamp in stamps)
+
+        browser.pump(0.3)
+        assert tab.js("typeof window.__xss") == "undefined"
+        assert tab.js("document.querySelectorAll('script').length") == 1
+        assert tab.js("document.querySelectorAll('svg, img[src=\"x\"]').length") == 0
+        assert tab.problems() == [] and tab.outside(report) == []
     finally:
         tab.close()

@@ -2,7 +2,9 @@
 
 ``predict`` and ``explain`` send their photos through the one bounded loop
 (:func:`lizaalert_tagger.client.runner.run_bounded`), one at a time so that the lines come out in
-the order given; ``tag-folder`` is :mod:`lizaalert_tagger.client.tag_folder`. A photo that fails
+the order given; ``tag-folder`` is :mod:`lizaalert_tagger.client.tag_folder`. Each photo goes as
+``upload`` says (:mod:`lizaalert_tagger.client.upload`: by default a reduced copy of a large photo);
+overlays are drawn on the original. A photo that fails
 is one ``tagctl: PHOTO: reason`` line on stderr and exit code 1; an error that dooms every photo
 raises, and the CLI prints it as one line.
 """
@@ -17,6 +19,7 @@ from typing import Any
 
 from lizaalert_tagger.client.http import MODEL_NAME, ClientError, TaggerClient
 from lizaalert_tagger.client.runner import Outcome, dooms_every_photo, error_text, one_line, run_bounded
+from lizaalert_tagger.client.upload import Upload
 from lizaalert_tagger.common.spec import DEFAULT_SPEC_PATH, AttributeSpec, is_tag, load_spec
 
 
@@ -76,10 +79,10 @@ def _report_failure(item: tuple[int, str], reason: str) -> None:
 
 
 def predict(client: TaggerClient, photos: list[str], model: str = MODEL_NAME, version: str | None = None,
-            as_json: bool = False, lang: str = "en") -> int:
+            as_json: bool = False, lang: str = "en", upload: Upload = Upload()) -> int:
     """One line per photo; ``as_json``: JSON Lines, one compact ``{"file": PHOTO, ...answer}`` per photo."""
     def work(item: tuple[int, str]) -> dict[str, Any]:
-        return client.predict(Path(item[1]).read_bytes(), model, version)
+        return client.predict(upload.body(Path(item[1]).read_bytes()), model, version)
 
     def done(item: tuple[int, str], answer: dict[str, Any]) -> None:
         photo = item[1]
@@ -110,7 +113,7 @@ def _bad_target(e: BaseException) -> bool:
 
 
 def explain(client: TaggerClient, photos: list[str], out: Path, target: dict[str, str], size: int,
-            model: str = MODEL_NAME, version: str | None = None, lang: str = "en") -> int:
+            model: str = MODEL_NAME, version: str | None = None, lang: str = "en", upload: Upload = Upload()) -> int:
     """One overlay PNG per photo in ``out`` (``<photo name>.png``, numbered when names repeat): the
     Grad-CAM maps of the tags found drawn over the photo, with a legend of every tag and its score."""
     from lizaalert_tagger.common.overlay import draw_overlay, open_photo
@@ -120,7 +123,7 @@ def explain(client: TaggerClient, photos: list[str], out: Path, target: dict[str
 
     def work(item: tuple[int, str]):
         data = Path(item[1]).read_bytes()
-        answer = client.explain(data, model, version, target=target)
+        answer = client.explain(upload.body(data), model, version, target=target)
         try:
             return answer, draw_overlay(open_photo(data, size), answer)
         except Exception as e:  # noqa: BLE001 - Pillow cannot draw this photo: that photo fails

@@ -6,15 +6,24 @@ parallel with Pillow's draft mode, EXIF orientation applied, and the overlays of
 Every string from the files (names, EXIF text) goes through Jinja2 with autoescape on. The run
 folder's files themselves are read by :mod:`lizaalert_tagger.client.run_folder`.
 
+The page is also where a reviewer corrects the tags (report.js): each card carries its codes, its
+scores and its decision margin (:mod:`lizaalert_tagger.common.certainty`) as data; the viewer has one
+control per attribute; corrections stay in the browser's localStorage under the run's id
+(``report/run-id.txt``, made once, so a rebuilt report keeps them) and are exported as
+``reviewed.csv`` (the seed's CSV, header from the spec) and ``review.json``.
+
 No torch: this is client-side (``tagctl``).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import os
+import re
 import shutil
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +42,17 @@ from lizaalert_tagger.client.run_folder import (
     safe_relative,
     write_text_atomically,
 )
+from lizaalert_tagger.common.certainty import decision_margin
 from lizaalert_tagger.common.formats import open_image
+from lizaalert_tagger.common.labels_csv import header_row
 from lizaalert_tagger.common.spec import Attribute, AttributeSpec, is_tag
 
 REPORT_DIR = "report"
 THUMB_SIZE = 320
 PREVIEW_SIZE = 1280
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_ID_FILE = "run-id.txt"
+DIGIT_KEYS = 9  # the viewer's keys 1..9 toggle the first nine binary attributes, in the spec's order
 
 
 @dataclass
@@ -225,6 +238,10 @@ def _card(order: int, r: PhotoRecord, spec: AttributeSpec, by_token: dict[str, d
         "chips": chips,
         "tokens": " ".join(c["token"] for c in chips),
         "object_score": r.object_score(spec),
+        # for the review, in the spec's order: the served codes and scores, and how close the answer is to changing
+        "codes": _json([r.codes[a.key] for a in spec.attributes]),
+        "scores": _json([r.scores.get(a.key) for a in spec.attributes]),
+        "margin": f"{decision_margin(r.codes, r.scores, spec):.4f}",
         "time": e.time or "",
         "time_shown": _display_time(e.time),
         "position": (f"{e.latitude:.5f}, {e.longitude:.5f}" if e.has_position else ""),
@@ -232,6 +249,45 @@ def _card(order: int, r: PhotoRecord, spec: AttributeSpec, by_token: dict[str, d
         "camera": e.camera or "",
         "warnings": list(e.warnings),
     }
+
+
+def _json(value: Any) -> str:
+    """Compact JSON for a ``data-`` attribute (autoescaped there; the page reads it with ``JSON.parse``)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _review_attributes(spec: AttributeSpec) -> list[dict[str, Any]]:
+    """The viewer's controls, in the spec's order: a toggle per binary attribute (keys 1..9, in order),
+    a choice among the values of each categorical one; Russian labels, English on hover, and the
+    filter token each value makes when it is a tag (none for "not visible")."""
+    out, digit = [], 0
+    for a in spec.attributes:
+        name_en = a.key.replace("_", " ")
+        if a.is_binary:
+            digit += 1
+            present = a.class_for(1)
+            out.append({"key": a.key, "binary": True, "ru": present.label_ru or present.label, "en": present.label,
+                        "token": _token(a, 1), "threshold": a.threshold, "digit": digit if digit <= DIGIT_KEYS else None})
+        else:
+            out.append({"key": a.key, "binary": False, "ru": a.column, "en": name_en,
+                        "classes": [{"code": c.code, "ru": c.label_ru or c.label, "en": c.label,
+                                     "token": _token(a, c.code) if is_tag(c.code) else ""} for c in a.classes]})
+    return out
+
+
+def _run_id(out: Path) -> str:
+    """The run's id in the page (the key of its corrections in localStorage): made once, kept in
+    ``report/run-id.txt``, so that rebuilding the report keeps the reviewer's corrections."""
+    path = out / RUN_ID_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if re.fullmatch(r"[0-9a-f]{32}", text):
+        return text
+    run_id = uuid.uuid4().hex
+    write_text_atomically(path, run_id + "\n")
+    return run_id
 
 
 def _finish_cards(cards: list[dict[str, Any]], out: Path, problems: dict[str, str]) -> None:
@@ -247,12 +303,14 @@ def _finish_cards(cards: list[dict[str, Any]], out: Path, problems: dict[str, st
 
 
 def _page_context(run_dir: Path, photos_dir: Path, run_info: dict[str, Any], cards: list[dict[str, Any]],
-                  options: list[dict[str, Any]], failed: dict[str, str], problems: list[str]) -> dict[str, Any]:
+                  options: list[dict[str, Any]], failed: dict[str, str], problems: list[str],
+                  spec: AttributeSpec) -> dict[str, Any]:
     counts = {o["token"]: 0 for o in options}
     for card in cards:
         for chip in card["chips"]:
             counts[chip["token"]] += 1
     times = sorted(c["time"][:16] for c in cards if c["time"])
+    review_attributes = _review_attributes(spec)
     return {
         "title": f"LizaAlert: {run_dir.resolve().name}",
         "run_name": run_dir.resolve().name,
@@ -269,6 +327,11 @@ def _page_context(run_dir: Path, photos_dir: Path, run_info: dict[str, Any], car
         "failed": sorted(failed.items()),
         "problems": problems,
         "with_warnings": sum(1 for c in cards if c["warnings"]),
+        "run_id": _run_id(run_dir / REPORT_DIR),
+        "csv_header": _json(header_row(spec)),
+        "keys": _json(list(spec.keys)),
+        "review_attributes": review_attributes,
+        "digit_keys": sum(1 for a in review_attributes if a.get("digit")),
     }
 
 
@@ -335,7 +398,8 @@ def build_report(
     made, thumb_failures = _make_thumbnails(jobs_todo, thumb_size, preview_size, jobs, progress)
     _remove_unused(dirs, {p for c in cards for p in (c["thumb"], c["preview"], c["overlay"]) if p is not None})
     _finish_cards(cards, out, {**not_found, **thumb_failures})
-    context = _page_context(run_dir, photos_dir, run_info, cards, options, read_failed(run_dir / FAILED_CSV), problems)
+    context = _page_context(run_dir, photos_dir, run_info, cards, options, read_failed(run_dir / FAILED_CSV), problems,
+                            spec)
     index = out / "index.html"
     write_text_atomically(index, render_html(context))
     return ReportSummary(index, len(cards), made, {**not_found, **thumb_failures})

@@ -37,6 +37,7 @@ from lizaalert_tagger.client.run_folder import (
     write_labels_atomically,
 )
 from lizaalert_tagger.client.runner import Outcome, Progress, dooms_every_photo, error_text, one_line, run_bounded
+from lizaalert_tagger.client.upload import Upload
 from lizaalert_tagger.common.formats import is_photo_name
 from lizaalert_tagger.common.spec import AttributeSpec
 
@@ -61,6 +62,7 @@ class TagFolderJob:
     report: bool = False
     thumb_size: int = THUMB_SIZE
     preview_size: int = PREVIEW_SIZE
+    upload: Upload = Upload()  # a reduced copy of a large photo; EXIF and overlays come from the original
 
     @property
     def out_is_folder(self) -> bool:
@@ -142,7 +144,7 @@ class _Tagging:
         from lizaalert_tagger.common.exif import read_exif
 
         data = path.read_bytes()
-        answer = client.predict(data, self.job.model, self.job.version)
+        answer = client.predict(self.job.upload.body(data), self.job.model, self.job.version)
         if self.run is None:
             return self.job.spec.answer_codes(answer)
         return PhotoRecord.from_answer(self.names[path], answer, self.job.spec, read_exif(data))
@@ -294,7 +296,7 @@ def explain_found(job: TagFolderJob, client: TaggerClient, run: RunFolder, recor
 
     def explain(name: str) -> None:
         data = folder.joinpath(*safe_relative(name).parts).read_bytes()
-        answer = client.explain(data, job.model, job.version)
+        answer = client.explain(job.upload.body(data), job.model, job.version)
         image = draw_overlay(open_photo(data, job.preview_size or job.thumb_size), answer)
         target = explanation_path(run.dir, name)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from lizaalert_tagger.client import commands
 from lizaalert_tagger.client.http import ENV_INFERENCE_URL, ENV_MANAGEMENT_URL, MODEL_NAME, ClientError, TaggerClient
 from lizaalert_tagger.client.run_folder import RunFilesError
 from lizaalert_tagger.client.runner import error_text, one_line
+from lizaalert_tagger.client.upload import ORIGINAL, REDUCE_ABOVE, SEND_LONG_SIDE, Upload
 from lizaalert_tagger.common.labels_csv import LabelsFormatError
 from lizaalert_tagger.common.spec import SpecError
 
@@ -31,13 +32,18 @@ from lizaalert_tagger.common.spec import SpecError
 SPEC_HELP = "attribute spec (default: the one shipped with tagctl)"
 
 
+def upload_of(args: argparse.Namespace) -> Upload:
+    """``--send-original``, else a reduced copy of ``--send-size`` px."""
+    return ORIGINAL if args.send_original else Upload(long_side=args.send_size)
+
+
 def cmd_predict(args: argparse.Namespace, client: TaggerClient) -> int:
-    return commands.predict(client, args.photos, args.model, args.version, args.json, args.lang)
+    return commands.predict(client, args.photos, args.model, args.version, args.json, args.lang, upload_of(args))
 
 
 def cmd_explain(args: argparse.Namespace, client: TaggerClient) -> int:
     return commands.explain(client, args.photos, Path(args.out), commands.parse_target(args.target), args.size,
-                            args.model, args.version, args.lang)
+                            args.model, args.version, args.lang, upload_of(args))
 
 
 def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
@@ -47,6 +53,7 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
         folder=args.folder, out=args.out, spec=commands.client_spec(args.spec), restart=args.restart,
         concurrency=args.concurrency, model=args.model, version=args.version, quiet=args.quiet,
         explain=args.explain, report=args.report, thumb_size=args.thumb_size, preview_size=args.preview_size,
+        upload=upload_of(args),
     )
     return tag_folder(job, client)
 
@@ -54,6 +61,12 @@ def cmd_tag_folder(args: argparse.Namespace, client: TaggerClient) -> int:
 def cmd_report(args: argparse.Namespace, client: TaggerClient) -> int:
     return commands.report(Path(args.run_dir), commands.client_spec(args.spec), args.photos, args.thumb_size,
                            args.preview_size, args.jobs, args.quiet)
+
+
+def cmd_review_merge(args: argparse.Namespace, client: TaggerClient) -> int:
+    from lizaalert_tagger.client.review import review_merge
+
+    return review_merge(args.run_dir, args.exports, commands.client_spec(args.spec), args.decided)
 
 
 def cmd_score(args: argparse.Namespace, client: TaggerClient) -> int:
@@ -88,9 +101,9 @@ def cmd_models(args: argparse.Namespace, client: TaggerClient) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TaggerClient], int]] = {
     "predict": cmd_predict, "explain": cmd_explain, "tag-folder": cmd_tag_folder, "report": cmd_report,
-    "score": cmd_score, "token": cmd_token, "models": cmd_models,
+    "score": cmd_score, "token": cmd_token, "models": cmd_models, "review-merge": cmd_review_merge,
 }
-OFFLINE_COMMANDS = ("score", "report")  # the commands that do not talk to the server
+OFFLINE_COMMANDS = ("score", "report", "review-merge")  # the commands that do not talk to the server
 
 
 # --- argv ----------------------------------------------------------------------------------------------------
@@ -151,6 +164,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", help="model version (default: the server's default version)")
 
 
+def _upload_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--send-size", type=positive_int, default=SEND_LONG_SIDE, metavar="PX",
+                   help=f"a photo whose long side exceeds {REDUCE_ABOVE} x PX is sent as a JPEG copy, upright, of long side PX "
+                        "(the model sees 256 px; EXIF time and GPS are read from the original, overlays drawn on it)")
+    p.add_argument("--send-original", action="store_true",
+                   help="send every photo as it is, byte for byte (more upload, more work for the server)")
+
+
 def _report_options(p: argparse.ArgumentParser) -> None:
     from lizaalert_tagger.client.report import PREVIEW_SIZE, THUMB_SIZE
 
@@ -165,6 +186,7 @@ def _add_photo_commands(sub, fmt) -> None:
     _model_options(p)
     p.add_argument("--json", action="store_true", help='print JSON Lines: one {"file": PHOTO, ...full answer} per line')
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the tags")
+    _upload_options(p)
 
     p = sub.add_parser("explain", help="where the model looked: one overlay PNG per photo", formatter_class=fmt)
     p.add_argument("photos", nargs="+", metavar="PHOTO")
@@ -175,6 +197,7 @@ def _add_photo_commands(sub, fmt) -> None:
     p.add_argument("--size", type=positive_int, default=1024, help="long side of the overlay's photo, px")
     _model_options(p)
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the printed tags")
+    _upload_options(p)
 
 
 def _add_field_commands(sub, fmt) -> None:
@@ -195,6 +218,7 @@ def _add_field_commands(sub, fmt) -> None:
     p.add_argument("--explain", action="store_true",
                    help="then fetch an explanation overlay for every photo with an object found (the server's "
                         "/explanations; 6-9x a prediction each at layer3) into RUN_DIR/explanations/, which the report shows")
+    _upload_options(p)
     _report_options(p)
 
     p = sub.add_parser("report", help="an offline HTML report of a run folder (no server needed)", formatter_class=fmt)
@@ -205,6 +229,20 @@ def _add_field_commands(sub, fmt) -> None:
     p.add_argument("--spec", type=Path, help=f"{SPEC_HELP}; for the labels")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _report_options(p)
+
+    p = sub.add_parser("review-merge", formatter_class=fmt,
+                       help="merge reviewers' reviewed.csv exports into RUN_DIR/reviewed.csv; exit 3 when photos "
+                            "were left out (conflicts: same photo, different answers; listed in RUN_DIR/review-conflicts.csv)",
+                       description="Merge the report's exports into RUN_DIR/reviewed.csv. A photo with different answers is a "
+                                   "conflict: left out, listed on stderr and in RUN_DIR/review-conflicts.csv. Exit status: "
+                                   "0 all merged; 3 merged, but conflicts, unusable rows or photos of another run were "
+                                   "left out; 1 nothing written (an error).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the --out folder of tag-folder")
+    p.add_argument("exports", type=Path, nargs="+", metavar="REVIEWED_CSV",
+                   help="the report's exports (the seed's CSV); the merge replaces RUN_DIR/reviewed.csv, so name it here to keep it")
+    p.add_argument("--decided", type=Path, metavar="CSV",
+                   help="a coordinator's export whose rows win over the exports' (settles conflicts)")
+    p.add_argument("--spec", type=Path, help=f"{SPEC_HELP}; for the CSV columns")
 
     p = sub.add_parser("score", help="score a predicted CSV against a truth CSV", formatter_class=fmt)
     p.add_argument("predicted", type=Path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,10 +35,14 @@ REFERENCE_HEIGHT = 768
 
 
 def open_photo(data: bytes, long_side: int | None = None) -> Image.Image:
-    """The photo upright (EXIF orientation, as the server sees it), RGB, its long side at most ``long_side``."""
+    """The photo upright (EXIF orientation, as the server sees it), RGB, its long side at most ``long_side``.
+
+    A JPEG is decoded in draft mode: libjpeg downscales by 1/2..1/8 to the smallest scale that still
+    covers the size asked for (in both directions), then :func:`fit` shrinks it with Lanczos."""
     image = open_image(data)
-    if long_side and image.format == "JPEG":
-        image.draft("RGB", (long_side, long_side))
+    if long_side and image.format in ("JPEG", "MPO"):
+        scale = long_side / max(image.size)
+        image.draft("RGB", (max(1, math.ceil(image.width * scale)), max(1, math.ceil(image.height * scale))))
     image = ImageOps.exif_transpose(image) or image
     return fit(image.convert("RGB"), long_side)
 

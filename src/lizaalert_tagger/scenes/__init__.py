@@ -10,6 +10,7 @@ modules, each importing only the ones listed before it:
 - ``context``: ``Ctx`` (what the drawing knows of the scene) and the shared palettes;
 - ``backgrounds``: sky, ground, forest, city, field, water and the close-up fills;
 - ``objects``: the drawn objects (``DRAW``) and the occluders;
+- ``weather``: opt-in fog or dim light over a lit scene (``apply_weather``; default ``clear``: none);
 - ``render``: lighting, ``render_photo``, ``encode_jpeg`` and ``generate``;
 - ``dataset``: ``make_dataset`` (images, ``labels.csv``, ``boxes.json``), ``frequency_table``;
 - ``sheet``: the contact sheet;
@@ -71,6 +72,7 @@ from lizaalert_tagger.scenes.plan import (
 )
 from lizaalert_tagger.scenes.render import encode_jpeg, generate, render_canvas, render_photo, render_size
 from lizaalert_tagger.scenes.sheet import contact_sheet, pick_showcase
+from lizaalert_tagger.scenes.weather import WEATHER_CHOICES, apply_weather
 
 __all__ = [
     "AUTUMN",
@@ -103,6 +105,7 @@ __all__ = [
     "TAG_FOR_OBJECT",
     "TERRAIN_NONE",
     "TIME_NONE",
+    "WEATHER_CHOICES",
     "WINTER",
     "Ctx",
     "DrawnTag",
@@ -111,6 +114,7 @@ __all__ = [
     "Painter",
     "Placement",
     "ScenePlan",
+    "apply_weather",
     "check_spec",
     "default_min_size",
     "drawn_tags",

@@ -17,6 +17,7 @@ upscaled to the photo size (``render_photo``) and saved as JPEG.
     lizaalert-scenes --out build/scenes --count 3000 --seed 0 --max-size 1024
     lizaalert-scenes --contact-sheet docs/contact_sheet.png
     lizaalert-scenes --out build/field --count 30 --max-size 1024 --exif-fraction 0.5   # photos for tagctl tag-folder
+    lizaalert-scenes --out build/fog --count 1000 --seed 41 --max-size 1024 --weather fog   # a "new search"
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lizaalert_tagger.common.spec import load_spec
 from lizaalert_tagger.scenes.dataset import frequency_table, make_dataset
 from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, MAX_BOOSTED_PROBABILITY, check_spec, default_min_size
 from lizaalert_tagger.scenes.sheet import contact_sheet
+from lizaalert_tagger.scenes.weather import CLEAR, WEATHER_CHOICES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exif-fraction", type=float, default=0.0,
                         help="share of photos that carry EXIF capture time and GPS, as phones and DJI drones "
                              "write them (0 to 1; deterministic per image) (default: %(default)s)")
+    parser.add_argument("--weather", choices=WEATHER_CHOICES, default=CLEAR,
+                        help="'fog': haze, densest far away; 'dim': underexposed and noisy; photos of a kind the "
+                             "default model saw none of (docs/review-loop.md) (default: %(default)s, as before)")
     args = parser.parse_args(argv)
     if args.out is None and args.contact_sheet is None:
         parser.error("give --out DIR (the data set), --contact-sheet PNG, or both")
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         rows = make_dataset(
             args.out, args.count, args.seed, min_size, args.max_size, args.jobs, spec, progress=not args.quiet,
-            tag_boost=args.tag_boost, exif_fraction=args.exif_fraction,
+            tag_boost=args.tag_boost, exif_fraction=args.exif_fraction, weather=args.weather,
         )
         elapsed = time.monotonic() - start
         print(

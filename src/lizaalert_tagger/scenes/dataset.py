@@ -14,6 +14,7 @@ from lizaalert_tagger.common.spec import AttributeSpec, load_spec
 from lizaalert_tagger.scenes.exif import with_exif
 from lizaalert_tagger.scenes.plan import DEFAULT_MAX_SIZE, check_spec, default_min_size, tag_boxes
 from lizaalert_tagger.scenes.render import generate
+from lizaalert_tagger.scenes.weather import CLEAR, check_weather
 
 
 def image_name(index: int) -> str:
@@ -23,9 +24,9 @@ def image_name(index: int) -> str:
 BOXES_FILENAME = "boxes.json"
 
 
-def _write_one(job: tuple[Path, int, int, int, int, float, float, AttributeSpec]) -> tuple[int, dict[str, int], list[list]]:
-    images_dir, seed, index, min_size, max_size, tag_boost, exif_fraction, spec = job
-    data, plan = generate(seed, index, min_size, max_size, tag_boost, spec)
+def _write_one(job: tuple[Path, int, int, int, int, float, float, AttributeSpec, str]) -> tuple[int, dict[str, int], list[list]]:
+    images_dir, seed, index, min_size, max_size, tag_boost, exif_fraction, spec, weather = job
+    data, plan = generate(seed, index, min_size, max_size, tag_boost, spec, weather)
     if exif_fraction > 0:
         data = with_exif(data, seed, index, plan.labels, exif_fraction)
     (images_dir / image_name(index)).write_bytes(data)
@@ -43,6 +44,7 @@ def make_dataset(
     progress: bool = False,
     tag_boost: float = 1.0,
     exif_fraction: float = 0.0,
+    weather: str = CLEAR,
 ) -> list[tuple[str, dict[str, int]]]:
     """Write ``out/images/*.jpg``, ``out/labels.csv`` and ``out/boxes.json`` (where each tagged
     object was drawn, see :func:`tag_boxes`) for the attributes of ``spec`` (default: the shipped
@@ -50,15 +52,17 @@ def make_dataset(
 
     ``min_size``: default :func:`default_min_size`.
     ``exif_fraction``: the share of photos given EXIF capture time and GPS (0: none, and the
-    files are byte for byte what they were before the option existed)."""
+    files are byte for byte what they were before the option existed).
+    ``weather``: one of ``scenes.weather.WEATHER_CHOICES`` (``clear``: the photos as before the option existed)."""
     from tqdm import tqdm
 
     spec = spec if spec is not None else load_spec()
     check_spec(spec)
+    check_weather(weather)
     min_size = min_size if min_size is not None else default_min_size(max_size)
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    work = [(images_dir, seed, i, min_size, max_size, tag_boost, exif_fraction, spec) for i in range(count)]
+    work = [(images_dir, seed, i, min_size, max_size, tag_boost, exif_fraction, spec, weather) for i in range(count)]
     labels: dict[int, dict[str, int]] = {}
     boxes: dict[int, list[list]] = {}
     bar = tqdm(total=count, unit="img", desc="scenes", disable=not progress, mininterval=1.0)

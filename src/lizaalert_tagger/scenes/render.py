@@ -46,6 +46,7 @@ from lizaalert_tagger.scenes.plan import (
     plan_scene,
     stream_rng,
 )
+from lizaalert_tagger.scenes.weather import CLEAR, apply_weather
 from PIL import Image, ImageChops
 
 
@@ -185,9 +186,10 @@ def _upscale(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.resize(size, Image.Resampling.BILINEAR)
 
 
-def render_photo(plan: ScenePlan, render_short: int = RENDER_SHORT) -> Image.Image:
-    """The finished photo at ``plan.size``: scene, exposure, sensor noise, blur, resize."""
-    img = _render(plan, render_short)
+def render_photo(plan: ScenePlan, render_short: int = RENDER_SHORT, weather: str = CLEAR) -> Image.Image:
+    """The finished photo at ``plan.size``: scene, ``weather`` (``scenes.weather``), exposure, sensor noise,
+    blur, resize."""
+    img = apply_weather(_render(plan, render_short), plan, weather)
     rng = stream_rng(plan.seed, plan.index, STREAM_FINISH)
     exposure = [min(255, int(v * plan.exposure + 0.5)) for v in range(256)]
     img = img.point(exposure * 3)
@@ -213,8 +215,9 @@ def generate(
     max_size: int = DEFAULT_MAX_SIZE,
     tag_boost: float = 1.0,
     spec: AttributeSpec | None = None,
+    weather: str = CLEAR,
 ) -> tuple[bytes, ScenePlan]:
     """JPEG bytes and plan of image ``index`` of the data set ``seed`` (the attributes of ``spec``,
-    default: the shipped spec)."""
+    default: the shipped spec; ``weather``: see ``scenes.weather``)."""
     plan = plan_scene(seed, index, min_size, max_size, tag_boost, spec)
-    return encode_jpeg(render_photo(plan), plan.quality), plan
+    return encode_jpeg(render_photo(plan, weather=weather), plan.quality), plan

@@ -1,7 +1,9 @@
 """Grad-CAM explanations: where the model looked, for each of the 11 attributes.
 
 Pure torch and the spec: no TorchServe import (``.importlinter``: the core is server-free),
-so the handler, the pointing game (``pointing.py``) and the benchmark share this code.
+so the serving core, the pointing game (``bench/pointing.py``) and the benchmark share this code.
+A request's options (``target``, ``overlay``) are read in ``serving/explain_options.py``; the
+overlay is drawn by ``common/overlay.py``.
 
 How one batch is explained (:meth:`GradCAM.explain`):
 
@@ -31,9 +33,6 @@ computes only what the activation's gradient needs.
 """
 from __future__ import annotations
 
-import base64
-import io
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,24 +40,16 @@ from typing import Any
 
 import torch
 
-from lizaalert_tagger.vision.answers import codes_from_logits
-from lizaalert_tagger.vision.model import LizaAlertTagger, load_tagger
-from lizaalert_tagger.vision.preprocess import ImageError
 from lizaalert_tagger.common.spec import Attribute, AttributeSpec
+from lizaalert_tagger.vision.answers import codes_from_logits
+from lizaalert_tagger.vision.inference import load_model
+from lizaalert_tagger.vision.model import LizaAlertTagger
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 DEFAULT_LAYER = "layer3"
 _STEM = ("conv1", "bn1", "relu", "maxpool")
 MAP_DECIMALS = 3  # 16x16 maps x 11 attributes: ~15 KB of JSON per photo
 METHOD = "grad-cam"
-
-# Request options (JSON keys or multipart form fields; see explain_options. TorchServe 0.12 drops
-# the query parameters of /explanations before the handler, so a query string does not work there).
-TARGET_KEY = "target"
-OVERLAY_KEY = "overlay"
-OVERLAY_LONG_SIDE = 768  # the server's overlay PNG: the photo's long side in px
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
 
 
 # --- Grad-CAM -------------------------------------------------------------------------
@@ -121,7 +112,7 @@ class GradCAM:
 
         ``targets[b]``: the value (code) to explain per attribute key for row ``b``; the
         attributes it leaves out explain this model's own decision. Codes are checked
-        (:func:`parse_target` makes them from a request).
+        (``serving.explain_options.parse_target`` makes them from a request).
         """
         if targets is not None and len(targets) != images.shape[0]:
             raise ValueError(f"{len(targets)} targets for {images.shape[0]} photos")
@@ -177,15 +168,14 @@ def peak_fraction(cam: torch.Tensor) -> tuple[float, float]:
 # --- the model that explains ------------------------------------------------------------
 
 
-def explaining_model(served: torch.nn.Module, model_dir: str | Path, spec: AttributeSpec,
-                     weights_name: str = "weights.pt", *, channels_last: bool = False) -> LizaAlertTagger:
+def explaining_model(served: torch.nn.Module, model_dir: str | Path, spec: AttributeSpec, *,
+                     channels_last: bool = False) -> LizaAlertTagger:
     """The fp32 network for Grad-CAM: the served one when it is fp32/bf16 (bf16 is autocast over
     fp32 weights), else (int8 TorchScript, no autograd) the archive's fp32 weights, loaded now
     (``channels_last``: in that memory format, which makes its forward pass about 20 % faster)."""
     if isinstance(served, LizaAlertTagger):
         return served
-    model = load_tagger(Path(model_dir) / weights_name, spec)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return load_model(model_dir, spec, "fp32", channels_last=channels_last)
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -217,107 +207,3 @@ def explanation_info(layer: str, model_precision: str = "fp32") -> dict[str, Any
     return {"method": METHOD, "layer": layer, "model_precision": model_precision,
             "map_covers": "the whole photo, squashed to the model's input (cell [i][j] of an h x w map covers "
                           "columns j/w..(j+1)/w and rows i/h..(i+1)/h of the photo)"}
-
-
-def overlay_png_base64(photo: bytes, answer: Mapping[str, Any], long_side: int = OVERLAY_LONG_SIDE) -> str:
-    """The photo with the maps of its present tags drawn over it and a legend, as base64 PNG."""
-    from lizaalert_tagger.common.overlay import draw_overlay, open_photo
-
-    image = draw_overlay(open_photo(photo, long_side), answer)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=False, compress_level=6)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-# --- request options ---------------------------------------------------------------------
-
-
-@dataclass
-class ExplainOptions:
-    target: dict[str, int]  # attribute key -> the code to explain instead of the predicted one
-    overlay: bool = False
-
-
-def explain_options(request: Mapping[str, Any], spec: AttributeSpec) -> ExplainOptions:
-    """The explanation options of one TorchServe request; :class:`ImageError` (400) when malformed.
-
-    - JSON body: ``{"data": "<base64>", "target": {"car": 1, "season": "winter"}, "overlay": true}``;
-    - multipart form (or request fields beside a JSON body; the body's own field wins): fields ``target`` (JSON as above, or
-      ``car:1,season:winter``) and ``overlay`` (``true``/``false``, ``1``/``0``).
-
-    A target value is a code of the spec or a class label (English or Russian).
-    """
-    body = request.get("body")
-    body = body if isinstance(body, Mapping) else {}
-
-    def option(key: str) -> Any:  # the JSON body's field, else the request's (form) field
-        return body[key] if key in body else request.get(key)
-
-    return ExplainOptions(target=parse_target(option(TARGET_KEY), spec), overlay=_parse_flag(option(OVERLAY_KEY), OVERLAY_KEY))
-
-
-def parse_target(value: Any, spec: AttributeSpec) -> dict[str, int]:
-    """``{key: code}`` from a JSON object or ``key:value,key:value`` text; a 400 names what is wrong."""
-    if value is None:
-        return {}
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ImageError("bad_target", "\"target\" is not UTF-8 text.") from None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            try:
-                value = json.loads(text)
-            except ValueError as e:
-                raise ImageError("bad_target", f"\"target\" is not valid JSON ({e}).") from None
-        else:
-            pairs = {}
-            for item in filter(None, (part.strip() for part in text.split(","))):
-                key, sep, code = item.partition(":")
-                if not sep:
-                    raise ImageError("bad_target", f"\"target\" item {item!r}: expected key:value, e.g. car:1,season:winter.")
-                pairs[key.strip()] = code.strip()
-            value = pairs
-    if not isinstance(value, Mapping):
-        raise ImageError("bad_target", f"\"target\" must be an object {{attribute: value}}, got {type(value).__name__}.")
-    target = {}
-    for key, code in value.items():
-        try:
-            attribute = spec[str(key)]
-        except KeyError:
-            raise ImageError("bad_target", f"\"target\": unknown attribute {key!r}; attributes are {', '.join(spec.keys)}.") from None
-        target[attribute.key] = _code(attribute, code)
-    return target
-
-
-def _code(attribute: Attribute, value: Any) -> int:
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, int) and value in attribute.codes:
-        return value
-    if isinstance(value, str):
-        for cls in attribute.classes:
-            if value.strip().lower() in (cls.label.lower(), cls.label_ru.lower()):
-                return cls.code
-    choices = ", ".join(f"{c.code} ({c.label})" for c in attribute.classes)
-    raise ImageError("bad_target", f"\"target\": {attribute.key} has no value {value!r}; its values are {choices}.")
-
-
-def _parse_flag(value: Any, name: str) -> bool:
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8", "replace")
-    if isinstance(value, int):
-        value = str(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise ImageError("bad_option", f"\"{name}\" must be true or false, got {str(value)[:40]!r}.")

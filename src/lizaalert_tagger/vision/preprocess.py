@@ -14,13 +14,13 @@ the benchmarks, so that training and serving cannot drift apart:
 4. squash-resize to the spec's size (no aspect kept, as the seed did);
 5. to float in [0, 1], then the spec's mean/std if it has them.
 
-Bad input raises :class:`ImageError` with a machine-readable ``reason`` and a
-message for a person. No TorchServe import here.
+Bad input raises :class:`~lizaalert_tagger.common.errors.InvalidInput` (or
+:class:`~lizaalert_tagger.common.errors.TooLarge`) with a machine-readable
+``reason`` and a message for a person. No TorchServe import here.
 """
 from __future__ import annotations
 
 import functools
-import io
 import warnings
 from dataclasses import dataclass
 
@@ -28,16 +28,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lizaalert_tagger.common.errors import InvalidInput, TooLarge
+from lizaalert_tagger.common.formats import FORMATS_TEXT, open_image
 from lizaalert_tagger.common.spec import Preprocessing
 
 # The largest photos real cameras write are ~100-110 MP (medium format, 108 MP
 # phone sensors); 120 MP admits them all. A PNG of that size costs ~360 MB to
 # decode, so the limit is also a memory bound per worker.
 DEFAULT_MAX_PIXELS = 120_000_000
-
-# Photo formats a user may send. Restricting Pillow's openers keeps the large
-# zoo of exotic decoders (and their bugs) out of reach of hostile input.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG includes MPO (multi-picture)
 
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -49,19 +47,9 @@ _RESAMPLING = {
 # (warning above 89 MP, error above 179 MP) would otherwise fire first with a
 # less useful message.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-# Register every Pillow plugin now so that ``formats=ALLOWED_FORMATS`` can name
-# them (Pillow loads only a few lazily) and no request pays for the import.
+# Register every Pillow plugin now so that no request pays for the import (``open_image``
+# names the photo formats, which Pillow would otherwise load on the first request).
 Image.init()
-
-
-class ImageError(ValueError):
-    """The client sent something that is not a usable photo (an HTTP 4xx)."""
-
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -104,36 +92,35 @@ def decode_image(
     """Decode photo bytes to an RGB image, upright, first frame.
 
     ``draft`` lets libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale, never
-    below ``target_size``. Raises :class:`ImageError` for anything that is not
+    below ``target_size``. Raises :class:`InvalidInput` for anything that is not
     a decodable photo of an allowed format within ``max_pixels``.
     """
     if not data:
-        raise ImageError("empty", "The request body is empty: expected a photo (JPEG, PNG, WebP, BMP, TIFF or GIF).")
+        raise InvalidInput("empty", f"The request body is empty: expected a photo ({FORMATS_TEXT}).")
     try:
-        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        img = open_image(data)
     except Image.DecompressionBombError as e:
-        raise ImageError("too_many_pixels", f"The image claims too many pixels: {e}", 413) from None
+        raise TooLarge("too_many_pixels", f"The image claims too many pixels: {e}") from None
     except UnidentifiedImageError:
         head = bytes(data[:16])
-        raise ImageError(
+        raise InvalidInput(
             "not_an_image",
             f"The body ({len(data)} bytes, starting {head!r}) is not a photo in a supported format "
-            f"({', '.join(ALLOWED_FORMATS)}).",
+            f"({FORMATS_TEXT}).",
         ) from None
     except MemoryError:
         raise  # not the photo's fault: the caller answers 500, not "corrupt"
     except Exception as e:  # Pillow raises many types on corrupt headers
-        raise ImageError("corrupt_image", f"The image header could not be read: {e}") from None
+        raise InvalidInput("corrupt_image", f"The image header could not be read: {e}") from None
 
     width, height = img.size
     if width <= 0 or height <= 0:
-        raise ImageError("corrupt_image", f"The image has no pixels ({width}x{height}).")
+        raise InvalidInput("corrupt_image", f"The image has no pixels ({width}x{height}).")
     if width * height > max_pixels:
-        raise ImageError(
+        raise TooLarge(
             "too_many_pixels",
             f"The image is {width}x{height} = {width * height / 1e6:.1f} MP; the limit is "
             f"{max_pixels / 1e6:.0f} MP.",
-            413,
         )
     fmt = img.format or "unknown"
     try:
@@ -142,13 +129,13 @@ def decode_image(
         img.seek(0)
         img.load()
     except Image.DecompressionBombError as e:
-        raise ImageError("too_many_pixels", f"The image claims too many pixels: {e}", 413) from None
+        raise TooLarge("too_many_pixels", f"The image claims too many pixels: {e}") from None
     except MemoryError:
         raise
     except Exception as e:
         text = str(e)
         reason = "truncated_image" if "truncated" in text or "broken data stream" in text else "corrupt_image"
-        raise ImageError(reason, f"The {fmt} image could not be decoded: {text or type(e).__name__}.") from None
+        raise InvalidInput(reason, f"The {fmt} image could not be decoded: {text or type(e).__name__}.") from None
     try:
         img = ImageOps.exif_transpose(img) or img
     except MemoryError:
@@ -160,7 +147,7 @@ def decode_image(
     except MemoryError:
         raise
     except Exception as e:
-        raise ImageError("corrupt_image", f"The {fmt} image (mode {img.mode}) could not be converted to RGB: {e}.") from None
+        raise InvalidInput("corrupt_image", f"The {fmt} image (mode {img.mode}) could not be converted to RGB: {e}.") from None
     return DecodedImage(image=img, width=width, height=height, format=fmt)
 
 
@@ -178,20 +165,21 @@ def resize_for_model(image: Image.Image, pre: Preprocessing = Preprocessing()) -
 
 
 def normalize(pixels: torch.Tensor, pre: Preprocessing = Preprocessing()) -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` -> float in [0, 1], then the spec's mean/std if it has them."""
+    """uint8 ``[..., 3, H, W]`` -> float in [0, 1], then the spec's mean/std if it has them, on the
+    pixels' device (the one normalisation of serving, training and evaluation)."""
     if pixels.dtype != torch.uint8 or pixels.dim() < 3 or pixels.shape[-3] != 3:
         raise ValueError(f"Expected a uint8 [..., 3, H, W] tensor. Got {pixels.dtype} {tuple(pixels.shape)}.")
     tensor = pixels.float().div_(255.0)
     if pre.mean is not None:
-        mean, std = _mean_std(pre.mean, pre.std)
+        mean, std = _mean_std(pre.mean, pre.std, tensor.device)
         tensor = tensor.sub_(mean).div_(std)
     return tensor
 
 
 @functools.lru_cache(maxsize=8)
-def _mean_std(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel constants, built once per spec rather than once per photo."""
-    return torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel constants on the pixels' device, built once per spec rather than once per photo."""
+    return torch.tensor(mean, device=device).view(3, 1, 1), torch.tensor(std, device=device).view(3, 1, 1)
 
 
 def image_to_tensor(image: Image.Image, pre: Preprocessing = Preprocessing()) -> torch.Tensor:

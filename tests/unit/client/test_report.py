@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from html import unescape
 from html.parser import HTMLParser
 
+import pytest
 from PIL import Image
 
 from conftest import (HOSTILE_FILES, HOSTILE_MAKE, ROOT, add_hostile_photos, make_field_run as make_run, make_photo,
@@ -133,3 +135,77 @@ def test_names_and_exif_text_are_escaped_in_the_html(tmp_path, spec):
     text = "".join(parsed.text)
     assert "<script>window.__xss=1;</script>.jpg" in text and HOSTILE_MAKE in text and HOSTILE_FILES[1] in text
     assert "&lt;script&gt;window.__xss=1;&lt;/script&gt;.jpg" in html
+
+
+def _elements(html: str, tag: str | None = None, **having: str) -> list[dict[str, str]]:
+    """The attributes of every element (of ``tag``) that has each ``having`` attribute (``data_key`` for ``data-key``)."""
+    parsed = _Tags()
+    parsed.feed(html)
+    wanted = {k.replace("_", "-"): v for k, v in having.items()}
+    return [dict(attrs) for t, attrs in parsed.tags if (tag is None or t == tag)
+            and all(v is None or dict(attrs).get(k) == v for k, v in wanted.items()) and all(k in dict(attrs) for k in wanted)]
+
+
+def test_cards_carry_codes_scores_and_margin_as_data_for_the_review(tmp_path, spec):
+    from lizaalert_tagger.common.certainty import decision_margin
+
+    folder, run, fake = make_run(tmp_path, spec, 9)
+    html = (run / "report" / "index.html").read_text(encoding="utf-8")
+    rows = {r["path"]: r for r in read_details_csv(run / "details.csv")}
+    cards = _elements(html, "article", data_codes=None)
+    assert sorted(c["data-path"] for c in cards) == sorted(rows)
+    for card in cards:
+        row = rows[card["data-path"]]
+        codes = {a.key: int(row[f"{a.key}_code"]) for a in spec.attributes}
+        scores = {a.key: float(row[f"{a.key}_score"]) for a in spec.attributes}
+        assert json.loads(card["data-codes"]) == [codes[k] for k in spec.keys]
+        assert json.loads(card["data-scores"]) == pytest.approx([scores[k] for k in spec.keys])
+        assert float(card["data-margin"]) == pytest.approx(decision_margin(codes, scores, spec), abs=1e-4)
+    assert len({c["data-margin"] for c in cards}) > 1, "every photo equally certain: the order would mean nothing"
+
+    # the export's header is the run's labels.csv header, cell for cell
+    data = _elements(html, id="review-data")[0]
+    labels_header = (run / "labels.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert ";".join(json.loads(data["data-header"])) == labels_header
+    assert json.loads(data["data-keys"]) == list(spec.keys)
+
+
+def test_the_viewer_has_a_control_per_attribute_with_the_filter_tokens(tmp_path, spec):
+    folder, run, fake = make_run(tmp_path, spec, 3)
+    html = (run / "report" / "index.html").read_text(encoding="utf-8")
+    binary = [a for a in spec.attributes if a.is_binary]
+    toggles = _elements(html, "button", data_threshold=None)
+    assert [t["data-key"] for t in toggles] == [a.key for a in binary]
+    assert [float(t["data-threshold"]) for t in toggles] == [a.threshold for a in binary]
+    keys_shown = re.findall(r'class="toggle"[^>]*><kbd>(\d)</kbd> ([^<]+) <small', html)
+    assert keys_shown == [(str(i + 1), a.class_for(1).label_ru) for i, a in enumerate(binary)]
+    tokens = {t["data-token"] for t in toggles}
+    for a in spec.attributes:
+        if a.is_binary:
+            continue
+        group = re.search(rf'<div class="choice" role="radiogroup" data-key="{a.key}".*?</div>', html, re.S).group(0)
+        values = _elements(group, "button", role="radio")
+        assert [(int(v["data-code"]), v["data-ru"], v["title"]) for v in values] == \
+            [(c.code, c.label_ru, c.label) for c in a.classes]
+        assert [v["data-token"] for v in values] == ["" if c.code == 0 else f"{a.key}-{c.code}" for c in a.classes]
+        tokens |= {v["data-token"] for v in values if v["data-token"]}
+    filters = {b["data-tag"] for b in _elements(html, "button", data_tag=None)}
+    assert filters <= tokens, "a correction must make the same filter tokens as the model's tags"
+
+
+def test_the_run_id_is_made_once_and_kept_by_a_rebuilt_report(tmp_path, spec):
+    from lizaalert_tagger.client.report import build_report
+
+    folder, run, fake = make_run(tmp_path, spec, 2)
+    id_file = run / "report" / "run-id.txt"
+
+    def page_id() -> str:
+        return _elements((run / "report" / "index.html").read_text(encoding="utf-8"), id="review-data")[0]["data-run"]
+
+    first = page_id()
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and id_file.read_text().strip() == first
+    build_report(run, spec)
+    assert page_id() == first
+    id_file.write_text("<script>x</script>", encoding="utf-8")  # not an id: a new one, never this text
+    build_report(run, spec)
+    assert re.fullmatch(r"[0-9a-f]{32}", page_id()) and page_id() != first

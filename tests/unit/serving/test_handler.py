@@ -79,13 +79,13 @@ def test_bf16_setting_agrees_with_fp32(model_dir):
     for precision in ("fp32", "bf16"):
         h = LizaAlertHandler()
         h.initialize(make_context(model_dir, yaml_overrides={"handler": {"precision": precision}}))
-        assert h.settings.precision == precision
+        assert h.service.settings.precision == precision
         handlers[precision] = h
     photos = [{"body": make_photo("JPEG", color=c)} for c in ((90, 90, 200), (200, 180, 20), (30, 30, 30))]
     fp32, _ = run(handlers["fp32"], model_dir, photos)
     bf16, _ = run(handlers["bf16"], model_dir, photos)
     for a, b in zip(fp32, bf16):
-        assert set(a["attributes"]) == set(handlers["fp32"].spec.keys)
+        assert set(a["attributes"]) == set(handlers["fp32"].service.spec.keys)
         for key, value in a["attributes"].items():
             assert abs(value["score"] - b["attributes"][key]["score"]) < 0.05, key
             if abs(value["score"] - 0.5) > 0.05:  # a near-tie may flip within bf16's precision
@@ -106,19 +106,13 @@ def test_available_cores_respects_a_cgroup_quota(tmp_path):
     assert available_cores(str(tmp_path / "missing")) == affinity
 
 
-def run_with_headers(handler, model_dir, requests, headers):
-    ctx = make_context(model_dir, batch_size=len(requests), headers=headers)
-    out = handler.handle(requests, ctx)
-    return [json.loads(o) for o in out], ctx
-
-
-def test_explain_requests_are_told_apart_even_first_in_a_batch(handler, model_dir, spec):
+def test_explain_requests_are_told_apart_even_first_in_a_batch(handler, run_batch, spec):
     """TorchServe marks explanations per request; the base handler looked at the first one only and
     crashed (503 for the whole batch). Each request gets its own kind of answer."""
     photo = make_photo("JPEG")
-    answers, ctx = run_with_headers(handler, model_dir, [{"body": photo}, {"body": photo}, {"body": photo}],
-                                    [{"explain": "True"}, {}, {"explain": "True"}])
-    assert statuses(ctx, 3) in ([None] * 3, [200] * 3)
+    answers, codes = run_batch(handler, [{"body": photo}, {"body": photo}, {"body": photo}],
+                               [{"explain": "True"}, {}, {"explain": "True"}])
+    assert codes in ([None] * 3, [200] * 3)
     assert "explanations" in answers[0] and "explanations" in answers[2] and "explanations" not in answers[1]
     assert set(answers[0]["explanations"]) == set(spec.keys)
     assert set(answers[1]["attributes"]) == set(spec.keys) and answers[1]["attributes"] == answers[0]["attributes"]
@@ -130,7 +124,7 @@ def test_an_internal_error_is_a_500_per_request_naming_the_step(handler, model_d
     def broken(images):
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setattr(handler, "_run_model", broken)
+    monkeypatch.setattr(handler.service, "forward", broken)
     answers, ctx = run(handler, model_dir, [{"body": make_photo("JPEG")}, {"body": b"junk"}, {"body": make_photo("PNG")}])
     assert statuses(ctx, 3) == [500, 400, 500]
     assert answers[0] == answers[2] == {"code": 500, "type": "internal_error", "message": "inference failed: RuntimeError: kernel exploded"}
@@ -138,10 +132,12 @@ def test_an_internal_error_is_a_500_per_request_naming_the_step(handler, model_d
 
 
 def test_a_postprocess_error_names_postprocess(handler, model_dir, monkeypatch):
+    from lizaalert_tagger.serving import service
+
     def broken_decode(*args, **kwargs):
         raise KeyError("label")
 
-    monkeypatch.setitem(type(handler).postprocess.__globals__, "decode_logits", broken_decode)
+    monkeypatch.setattr(service, "decode_logits", broken_decode)
     answers, ctx = run(handler, model_dir, [{"body": make_photo("JPEG")}])
     assert statuses(ctx, 1) == [500]
     assert answers[0]["type"] == "internal_error" and answers[0]["message"].startswith("postprocess failed: KeyError")
@@ -160,17 +156,14 @@ def test_kserve_instances_are_all_answered_in_order(handler, model_dir):
     assert bad[1]["attributes"] == singles[1]["attributes"]
 
 
-def test_memory_error_is_not_a_corrupt_image(monkeypatch, spec):
+def test_memory_error_is_not_a_corrupt_image(handler, run_batch, monkeypatch):
     """Running out of memory while decoding is the server's 500, not the client's 400 corrupt_image."""
     from PIL import Image
-
-    from lizaalert_tagger.serving.service import HandlerSettings, prepare_batch
 
     def no_memory(self, *args, **kwargs):
         raise MemoryError()
 
     photo = make_photo("PNG")
     monkeypatch.setattr(Image.Image, "load", no_memory)
-    batch = prepare_batch([{"body": photo}], spec.preprocessing, HandlerSettings())
-    error = batch.errors[0]
-    assert (error.status, error.reason) == (500, "out_of_memory") and "ran out of memory" in error.message
+    answers, codes = run_batch(handler, [{"body": photo}])
+    assert codes == [500] and answers[0]["type"] == "out_of_memory" and "ran out of memory" in answers[0]["message"]

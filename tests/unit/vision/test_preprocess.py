@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from conftest import PHOTO_CASES as CASES, make_photo, png
-from lizaalert_tagger.vision.preprocess import ImageError, decode_image, image_to_tensor, preprocess_image
+from lizaalert_tagger.common.errors import InvalidInput
+from lizaalert_tagger.vision.preprocess import decode_image, image_to_tensor, preprocess_image
 from lizaalert_tagger.common.spec import Preprocessing
 
 RAW = Preprocessing()  # no mean/std: values stay in [0, 1]
@@ -91,27 +92,27 @@ def test_draft_mode_is_close_to_full_decode():
     (bytes(range(256)) * 4, "not_an_image"),
 ])
 def test_non_images_are_refused(data, reason):
-    with pytest.raises(ImageError) as e:
+    with pytest.raises(InvalidInput) as e:
         preprocess_image(data)
     assert e.value.reason == reason and 400 <= e.value.status < 500
 
 
 def test_truncated_jpeg_is_refused():
     data = make_photo("JPEG", size=(800, 600))
-    with pytest.raises(ImageError) as e:
+    with pytest.raises(InvalidInput) as e:
         preprocess_image(data[: len(data) // 2])
     assert e.value.reason in ("truncated_image", "corrupt_image")
 
 
 def test_header_without_pixels_is_refused():
     data = make_photo("PNG", size=(300, 300))
-    with pytest.raises(ImageError):
+    with pytest.raises(InvalidInput):
         preprocess_image(data[:60])
 
 
 def test_pixel_limit_refuses_before_decoding():
     data = make_photo("PNG", size=(2000, 1000))
-    with pytest.raises(ImageError) as e:
+    with pytest.raises(InvalidInput) as e:
         preprocess_image(data, max_pixels=1_000_000)
     assert e.value.reason == "too_many_pixels" and e.value.status == 413
     assert "2000x1000" in e.value.message

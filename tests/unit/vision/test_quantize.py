@@ -71,7 +71,7 @@ def test_quantize_refuses_bad_calibration(model_dir, spec):
 
 
 def test_precision_setting_is_checked():
-    from lizaalert_tagger.serving.service import HandlerSettings
+    from lizaalert_tagger.serving.settings import HandlerSettings
 
     assert HandlerSettings.from_yaml({"precision": "int8"}).precision == "int8"
     with pytest.raises(ValueError, match=r"expected one of \('fp32', 'bf16', 'int8'\), got 'int4'"):
@@ -92,7 +92,12 @@ def test_shipped_config_serves_int8_and_the_handler_agrees_with_fp32(model_dir, 
     assert not isinstance(fp32.model, torch.jit.ScriptModule)
 
     photos = [{"body": make_photo("JPEG", size=(800, 600), color=c)} for c in ((30, 90, 40), (200, 200, 220), (20, 20, 60))]
-    logits = {name: h.inference(h.preprocess(photos))[1] for name, h in (("int8", int8), ("fp32", fp32))}
+    from lizaalert_tagger.serving.service import decode_photo
+    from lizaalert_tagger.vision.preprocess import image_to_tensor
+
+    images = torch.stack([image_to_tensor(decode_photo(p["body"], spec.preprocessing, int8.service.settings).image, spec.preprocessing)
+                          for p in photos])
+    logits = {name: h.service.forward(images) for name, h in (("int8", int8), ("fp32", fp32))}
     assert _cosine(logits["int8"], logits["fp32"]).min() > 0.99
     answers = [json.loads(a) for a in int8.handle(photos, make_context(model_dir, batch_size=len(photos)))]
     assert [set(a["attributes"]) for a in answers] == [set(spec.keys)] * len(photos)
