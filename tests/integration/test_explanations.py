@@ -27,9 +27,15 @@ def test_explanations_endpoint(server, spec, scene_photo):
     r = requests.post(url, data=photo, headers=auth(server), timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert list(body["explanations"]) == list(spec.keys) and body["explanations"]["car"]["shape"] == [16, 16]
+    found = [a.key for a in spec.attributes if a.is_binary and body["attributes"][a.key]["code"] == 1]
+    assert list(body["explanations"]) == found  # by default: the objects found only
+    assert body["explained_with"]["explained"] == found and body["explained_with"]["attributes_explained"] == "found"
     predicted = requests.post(f"{server.inference_url}/predictions/lizaalert_tagger", data=photo, headers=auth(server), timeout=60).json()
     assert body["attributes"] == predicted["attributes"]
+    # target=all: every attribute
+    r = requests.post(url, files={"data": ("photo.jpg", photo, "image/jpeg")}, data={"target": "all"}, headers=auth(server), timeout=120)
+    assert r.status_code == 200, r.text
+    assert list(r.json()["explanations"]) == list(spec.keys) and r.json()["explanations"]["car"]["shape"] == [16, 16]
     # query parameters with a raw body, a version in the path
     # TorchServe 0.12 drops /explanations' query parameters: the options travel as form fields
     r = requests.post(f"{url}/1.0", files={"data": ("photo.jpg", photo, "image/jpeg")}, data={"target": "drone:1", "overlay": "true"},

@@ -85,6 +85,13 @@ def bench_photo(name: str, seed: int = 7) -> bytes:
     return make_photo(SIZES[name], seed, noise, quality)
 
 
+def scene_photos(count: int, seed: int = 7) -> list[bytes]:
+    """``count`` generated held-out scenes (their real sizes, 640..4000 px), JPEG bytes."""
+    from lizaalert_tagger.scenes import generate
+
+    return [generate(seed, index)[0] for index in range(count)]
+
+
 def unpack_archive(archive: Path, into: Path) -> dict:
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(into)
@@ -171,10 +178,13 @@ def inprocess_limit(model_dir: Path, photo: bytes, config: dict, batches: int) -
 # --- explanation cost ---------------------------------------------------------------------
 
 
-def _explain_worker(args: tuple) -> tuple[float, float]:
+def _explain_worker(args: tuple) -> tuple[float, float, float]:
     """One process, the handler's thread count: the same photo predicted and explained, batch 1,
-    interleaved; the medians in ms (decode + preprocess + served model + answer JSON, and the
-    same plus Grad-CAM on the fp32 model and the maps' JSON, as the handler answers them)."""
+    interleaved; the medians in ms of decode + preprocess + served model + answer JSON, and of the
+    same plus Grad-CAM on the fp32 model and the maps' JSON, as the handler answers them: every
+    attribute explained (``target=all``, the dearest request) and one object explained (what the
+    handler does by default for a photo with one object found: one backward pass), in the
+    archive's ``explain_precision``."""
     model_dir, photo, count, threads, settings = args
     import torch
 
@@ -190,42 +200,76 @@ def _explain_worker(args: tuple) -> tuple[float, float]:
     spec = load_spec(Path(model_dir) / "attributes.json")
     model = load_model(model_dir, spec, settings.precision, channels_last=settings.channels_last)
     explainer = GradCAM(explaining_model(model, model_dir, spec, channels_last=settings.channels_last),
-                        settings.explain_layer)
+                        settings.explain_layer, settings.resolved_explain_precision())
     height, width = spec.preprocessing.size
+    one_object = [next(a.key for a in spec.attributes if a.is_binary)]
 
-    def predict(explain: bool) -> float:
+    def predict(wanted: list[str] | None | bool) -> float:
         start = time.perf_counter()
         decoded = decode_image(photo, target_size=(width, height), draft=settings.jpeg_draft)
         image = image_to_tensor(decoded.image, spec.preprocessing)[None]
         logits = run_inference(model, image, bf16=settings.bf16, channels_last=settings.channels_last)
         answer = decode_logits(logits, spec)[0]
-        if explain:
-            explanation = explainer.explain(image, [spec.answer_codes(answer)])
+        if wanted is not False:
+            explanation = explainer.explain(image, [spec.answer_codes(answer)], None if wanted is None else [wanted])
             answer["explanations"] = explanation_json(explanation, 0, spec)
         json.dumps(answer)
         return (time.perf_counter() - start) * 1000
 
     for _ in range(3):  # warm-up, as the handler does it (and its first explanation)
-        predict(False), predict(True)
-    predicted, explained = [], []
+        predict(False), predict(None), predict(one_object)
+    predicted, every, one = [], [], []
     for _ in range(count):
         predicted.append(predict(False))
-        explained.append(predict(True))
-    return sorted(predicted)[len(predicted) // 2], sorted(explained)[len(explained) // 2]
+        every.append(predict(None))
+        one.append(predict(one_object))
+    return tuple(sorted(times)[len(times) // 2] for times in (predicted, every, one))
 
 
-def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer: str | None = None) -> dict:
-    """Predict vs explain of the same photo in-process (batch 1, median of ``count``), with the
-    archive's settings and the handler's thread count; Grad-CAM at ``layer`` (default: the
-    archive's ``explain_layer``)."""
+def explain_cost(model_dir: Path, photo: bytes, config: dict, count: int, layer: str | None = None,
+                 precision: str | None = None) -> dict:
+    """Predict vs explain of the same photo in-process (batch 1, median of ``count``): every attribute
+    (``target=all``) and one object; with the archive's settings and the handler's thread count;
+    Grad-CAM at ``layer`` (default: the archive's ``explain_layer``) in ``precision`` (default: the
+    archive's ``explain_precision`` as this CPU resolves it)."""
     settings = dict(config.get("handler", {}))
     if layer:
         settings["explain_layer"] = layer
+    if precision:
+        settings["explain_precision"] = precision
     threads = handler_threads(config)
     with get_context("spawn").Pool(1) as pool:
-        predict_ms, explain_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
-    return {"predict_ms": predict_ms, "explain_ms": explain_ms, "ratio": explain_ms / predict_ms, "count": count,
-            "threads": threads, "layer": settings.get("explain_layer")}
+        predict_ms, all_ms, one_ms = pool.map(_explain_worker, [(str(model_dir), photo, count, threads, settings)])[0]
+    from lizaalert_tagger.serving.settings import HandlerSettings
+
+    return {"predict_ms": predict_ms, "explain_ms": all_ms, "ratio": all_ms / predict_ms,
+            "one_object_ms": one_ms, "one_object_ratio": one_ms / predict_ms, "count": count, "threads": threads,
+            "layer": settings.get("explain_layer"),
+            "precision": HandlerSettings.from_yaml(settings).resolved_explain_precision()}
+
+
+def served_explain_cost(client, photos: list[bytes], count: int) -> dict:
+    """Through TorchServe, one request at a time: the median client-side latency of ``/predictions``
+    and of ``/explanations`` (the default: the objects found) of the first photo among ``photos``
+    with exactly one object found, and of ``/explanations`` with ``target=all``."""
+    chosen = next((p for p in photos if len(client.explain(p).get("explanations", {})) == 1), None)
+    if chosen is None:
+        raise ValueError(f"none of the {len(photos)} photos has exactly one object found by the served model")
+
+    def median_ms(call) -> float:
+        call()  # warm
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1000)
+        return sorted(times)[len(times) // 2]
+
+    predict = median_ms(lambda: client.predict(chosen))
+    one = median_ms(lambda: client.explain(chosen))
+    every = median_ms(lambda: client.explain(chosen, target="all"))
+    return {"predict_ms": predict, "one_object_ms": one, "one_object_ratio": one / predict, "all_ms": every,
+            "all_ratio": every / predict, "count": count, "photo_bytes": len(chosen)}
 
 
 # --- seed-style baseline ------------------------------------------------------------------
@@ -351,6 +395,8 @@ def measure_photo(plan: BenchPlan, run: BenchRun, size_name: str, model_dir: Pat
                                                           layer=layer)
         run.rows.append((size_name, f"in-process explain {layer}", 1, 1000 / cost["explain_ms"], cost["explain_ms"],
                          None, None, 0))
+        run.rows.append((size_name, f"  one object {layer}", 1, 1000 / cost["one_object_ms"], cost["one_object_ms"],
+                         None, None, 0))
     loads = [("served (TorchServe)", "served", f"{ts.inference_url}/predictions/{MODEL_NAME}", plan.served_requests,
               client.keys.inference)]
     if size_name in plan.baseline_sizes:
@@ -383,6 +429,8 @@ def run_bench(plan: BenchPlan) -> BenchRun:
             measure_photo(plan, run, size_name, model_dir, ts, client, baseline_url)
         run.summary["worker_rss_mb"] = worker_rss(ts)
         run.summary["worker_rss_explained_mb"] = rss_after_explanations(ts, client, bench_photo("1080p"))
+        if plan.explain_sizes:
+            run.summary["served_explain"] = served_explain_cost(client, scene_photos(12), count=3 if plan.quick else 15)
     finally:
         if baseline is not None:
             baseline.kill()
@@ -433,9 +481,15 @@ def print_ratios(plan: BenchPlan, run: BenchRun) -> None:
     for size_name in plan.sizes:
         for key, cost in summary[size_name].items():
             if key.startswith("explain_"):
-                print(f"  {size_name}: explain ({key[8:]}) / predict, same photo, batch 1, in-process, median of {cost['count']} = "
-                      f"{cost['ratio']:.2f}x (<= 3x; {cost['explain_ms']:.0f} / {cost['predict_ms']:.0f} ms, "
-                      f"{cost['threads']} threads)")
+                print(f"  {size_name}: explain ({key[8:]}, {cost['precision']}) / predict, same photo, batch 1, in-process, "
+                      f"median of {cost['count']}: one object {cost['one_object_ratio']:.2f}x (<= 3x; "
+                      f"{cost['one_object_ms']:.0f} / {cost['predict_ms']:.0f} ms), all 11 {cost['ratio']:.2f}x "
+                      f"({cost['explain_ms']:.0f} ms), {cost['threads']} threads")
+    if "served_explain" in summary:
+        cost = summary["served_explain"]
+        print(f"  served explain / predict, one photo with one object found, one request at a time, median of "
+              f"{cost['count']}: one object {cost['one_object_ratio']:.2f}x (<= 3x; {cost['one_object_ms']:.0f} / "
+              f"{cost['predict_ms']:.0f} ms), target=all {cost['all_ratio']:.2f}x ({cost['all_ms']:.0f} ms)")
     print(f"  ready after start: {summary['ready_s']:.1f} s (<= 10 s)")
     print("  worker RSS, predictions only: " + ", ".join(f"{v:.0f} MB" for v in summary["worker_rss_mb"].values())
           + "; after explanations (int8 + fp32 loaded): "
@@ -499,7 +553,7 @@ def rss_after_explanations(ts, client, photo: bytes, requests: int = 8) -> dict[
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: client.explain(photo), range(requests)))
+        list(pool.map(lambda _: client.explain(photo, target="all"), range(requests)))  # all: the fp32 model loads
     return worker_rss(ts)
 
 

@@ -1,7 +1,7 @@
 """The load generator ``hey``: finding it, its command line and the one parser of its summary.
 
 Every load the benchmarks put on a server (``lizaalert-bench``, ``-soak``, ``-field-bench``,
-``-profile``) is ``hey`` POSTing one photo file, and every figure they print comes from
+``-profile``) is ``hey`` POSTing one file (a photo, or a KServe ``instances`` JSON body), and every figure they print comes from
 :func:`parse_hey`.
 """
 from __future__ import annotations
@@ -59,11 +59,11 @@ def whole_waves(requests: int, concurrency: int) -> int:
 
 
 def hey_command(url: str, body: Path, concurrency: int, token: str | None = None, *,
-                requests: int | None = None, seconds: float | None = None, timeout_s: int = 300) -> list[str]:
+                requests: int | None = None, seconds: float | None = None, timeout_s: int = 300,
+                content_type: str = "application/octet-stream") -> list[str]:
     """``hey`` POSTing the file ``body`` ``requests`` times (rounded up to whole waves of
     ``concurrency``) or for ``seconds``; ``timeout_s`` per request."""
-    cmd = ["hey", "-c", str(concurrency), "-t", str(timeout_s), "-m", "POST", "-D", str(body),
-           "-T", "application/octet-stream"]
+    cmd = ["hey", "-c", str(concurrency), "-t", str(timeout_s), "-m", "POST", "-D", str(body), "-T", content_type]
     cmd += ["-z", f"{seconds}s"] if seconds else ["-n", str(whole_waves(requests or concurrency, concurrency))]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
@@ -71,9 +71,10 @@ def hey_command(url: str, body: Path, concurrency: int, token: str | None = None
 
 
 def run_hey(url: str, body: Path, concurrency: int, token: str | None = None, *, requests: int,
-            timeout_s: int = 300, wall_timeout_s: float = 1800) -> HeyResult:
+            timeout_s: int = 300, wall_timeout_s: float = 1800,
+            content_type: str = "application/octet-stream") -> HeyResult:
     """Run hey to the end (``requests`` POSTs of ``body``) and parse its summary."""
-    command = hey_command(url, body, concurrency, token, requests=requests, timeout_s=timeout_s)
+    command = hey_command(url, body, concurrency, token, requests=requests, timeout_s=timeout_s, content_type=content_type)
     command[0] = require_hey()
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=wall_timeout_s)

@@ -122,11 +122,15 @@ def play(model: torch.nn.Module, spec: AttributeSpec, layers: Sequence[str] = ("
         if not pending:
             return
         images = torch.stack([image for image, _ in pending])
+        # only the objects in each scene: the others would never be scored (a batch without any runs no model)
+        wanted = [[a.key for a in binary if boxes.get(a.key)] for _, boxes in pending]
         for layer, explainer in explainers.items():
-            explanation = explainer.explain(images)
+            explanation = explainer.explain(images, wanted=wanted)
             result = results[layer]
-            result.shape = explanation.shape
             result.scenes += len(pending)
+            if explanation.logits is None:
+                continue
+            result.shape = explanation.shape
             predicted = codes_from_logits(explanation.logits, spec)
             for row, (_, boxes) in enumerate(pending):
                 for a in binary:

@@ -96,15 +96,17 @@ def predict(client: TaggerClient, photos: list[str], model: str = MODEL_NAME, ve
     return 1 if outcome.failures else 0
 
 
-def parse_target(text: str | None) -> dict[str, str]:
-    """``car:1,season:winter`` -> ``{"car": "1", "season": "winter"}`` (the server checks keys and values)."""
-    target: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+def parse_target(text: str | None) -> str:
+    """``--target`` as the server's ``target`` field: ``all``, attribute keys (explained at their answered
+    value) and ``key:value`` pairs, e.g. ``car:1,season:winter`` or ``all``; the server checks keys and values.
+    Empty: the default (the objects found)."""
+    items = [part.strip() for part in (text or "").split(",") if part.strip()]
+    for item in items:
         key, sep, value = item.partition(":")
-        if not sep or not key.strip() or not value.strip():
-            raise ClientError(f"--target {text!r}: expected attribute:value pairs, e.g. car:1,season:winter")
-        target[key.strip()] = value.strip()
-    return target
+        if not key.strip() or (sep and not value.strip()):
+            raise ClientError(f"--target {text!r}: expected all, attribute names or attribute:value pairs, "
+                              "e.g. all, season or car:1,season:winter")
+    return ",".join(items)
 
 
 def _bad_target(e: BaseException) -> bool:
@@ -112,7 +114,7 @@ def _bad_target(e: BaseException) -> bool:
     return isinstance(e, ClientError) and e.status == 400 and isinstance(e.body, dict) and e.body.get("type") == "bad_target"
 
 
-def explain(client: TaggerClient, photos: list[str], out: Path, target: dict[str, str], size: int,
+def explain(client: TaggerClient, photos: list[str], out: Path, target: str, size: int,
             model: str = MODEL_NAME, version: str | None = None, lang: str = "en", upload: Upload = Upload()) -> int:
     """One overlay PNG per photo in ``out`` (``<photo name>.png``, numbered when names repeat): the
     Grad-CAM maps of the tags found drawn over the photo, with a legend of every tag and its score."""

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
@@ -264,20 +265,37 @@ class TaggerClient:
         r = self.request("inference", "POST", path, data=photo, headers={"Content-Type": "application/octet-stream"})
         return self._json_or_raise(r, f"predict on {model}" + (f" version {version}" if version else ""))
 
-    def explain(self, photo: bytes, model: str = MODEL_NAME, version: str | None = None,
-                target: dict[str, int | str] | None = None, overlay: bool = False) -> dict[str, Any]:
-        """The prediction plus a Grad-CAM map per attribute (``POST /explanations/<model>``).
+    def predict_instances(self, photos: list[bytes], model: str = MODEL_NAME, version: str | None = None) -> list[dict[str, Any]]:
+        """Several photos in one KServe-style request (``{"instances": [{"b64": ...}, ...]}``), their answers in order."""
+        path = f"/predictions/{model}" + (f"/{version}" if version else "")
+        body = {"instances": [{"b64": base64.b64encode(photo).decode("ascii")} for photo in photos]}
+        r = self.request("inference", "POST", path, data=json.dumps(body), headers={"Content-Type": "application/json"})
+        answer = self._json_or_raise(r, f"predict {len(photos)} instances on {model}")
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != len(photos):
+            raise ClientError(f"predict {len(photos)} instances on {model}: expected {{\"predictions\": [{len(photos)} "
+                              f"answers]}}, got {str(answer)[:200]}")
+        return predictions
 
-        ``target``: values to explain instead of the predicted ones (``{"car": 1}``); ``overlay``:
-        the server also returns the photo with the maps drawn over it (base64 PNG in ``"overlay"``).
-        With options the photo travels as a multipart form (field ``data``) with the options as form
-        fields: TorchServe 0.12 does not pass query parameters of /explanations to the handler
-        (measured: ``?target=car:1`` was ignored); without options, as the raw body.
+    def explain(self, photo: bytes, model: str = MODEL_NAME, version: str | None = None,
+                target: str | dict[str, int | str] | None = None, overlay: bool = False) -> dict[str, Any]:
+        """The prediction plus Grad-CAM maps (``POST /explanations/<model>``): by default of the objects
+        the answer found.
+
+        ``target``: what else to explain, as the server's field (``"all"``, ``"season"``,
+        ``"car:1,season:winter"``) or a mapping of values to explain instead of the answered ones
+        (``{"car": 1}``); ``overlay``: the server also returns the photo with the maps drawn over it
+        (base64 PNG in ``"overlay"``). With options the photo travels as a multipart form (field
+        ``data``) with the options as form fields: TorchServe 0.12 does not pass query parameters of
+        /explanations to the handler (measured: ``?target=car:1`` was ignored); without options, as
+        the raw body.
         """
         path = f"/explanations/{model}" + (f"/{version}" if version else "")
         fields: dict[str, str] = {}
+        if isinstance(target, dict):
+            target = ",".join(f"{key}:{value}" for key, value in target.items())
         if target:
-            fields["target"] = ",".join(f"{key}:{value}" for key, value in target.items())
+            fields["target"] = target
         if overlay:
             fields["overlay"] = "true"
         if fields:

@@ -192,8 +192,9 @@ def _add_photo_commands(sub, fmt) -> None:
     p.add_argument("photos", nargs="+", metavar="PHOTO")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for the overlays (created if missing): DIR/<photo name>.png")
-    p.add_argument("--target", metavar="ATTR:VALUE,...",
-                   help="explain these values instead of the predicted ones, e.g. car:1 or season:winter")
+    p.add_argument("--target", metavar="TARGET",
+                   help="what to explain besides the objects found: 'all' (every attribute), attribute names "
+                        "(season,terrain: their answered values) or other values (car:1, season:winter)")
     p.add_argument("--size", type=positive_int, default=1024, help="long side of the overlay's photo, px")
     _model_options(p)
     p.add_argument("--lang", choices=("en", "ru"), default="en", help="language of the printed tags")

@@ -1,7 +1,8 @@
 """Facts about the machine that figures and thread counts depend on (torch-free).
 
 Every figure names the CPU it ran on (:func:`cpu_model`), and every thread or process count
-starts from :func:`available_cores`, which honours a container's CPU quota.
+starts from :func:`available_cores`, which honours a container's CPU quota. :func:`has_amx_bf16`
+reads the CPU's flags for the explaining pass's precision (``explain_precision: auto``).
 """
 from __future__ import annotations
 
@@ -37,3 +38,24 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (the first ``flags`` line of ``cpuinfo``); empty where there is none (not Linux x86)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX tiles for bf16 (``amx_bf16``: Intel Sapphire Rapids and later).
+
+    The explaining pass's ``explain_precision: auto`` takes bf16 only here; AVX-512 BF16 alone
+    (``avx512_bf16``, e.g. AMD Zen 4) does not count. (``training.trainer.use_bf16`` asks oneDNN
+    instead, which says yes to both, and training then times fp32 against bf16.)
+    """
+    return "amx_bf16" in cpu_flags(cpuinfo)

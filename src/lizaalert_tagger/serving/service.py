@@ -14,13 +14,15 @@ How a batch runs:
 2. the photos of all requests are taken in chunks of at most ``batch_size`` (a request of 64
    ``instances`` is 8 chunks, not one forward pass over 64 or, with eight such requests, 512);
 3. per chunk: each photo is decoded once, the chunk runs through the model, its logits become
-   answers, and its explain rows get Grad-CAM maps (and overlays drawn on the photo already decoded);
+   answers, and its explain rows get Grad-CAM maps (of what each request wants: by default the objects
+   its answer found) and overlays drawn on the photo already decoded;
 4. each request's answer is serialised: its one answer, ``{"predictions": [...]}`` for
    ``instances``, or its error ``{"code", "type", "message"}``.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import time
@@ -33,19 +35,20 @@ from typing import Any
 import torch
 
 from lizaalert_tagger.common.errors import InternalError, InvalidInput, TaggerError
-from lizaalert_tagger.common.machine import available_cores
+from lizaalert_tagger.common.machine import available_cores, has_amx_bf16
 from lizaalert_tagger.common.overlay import overlay_png
 from lizaalert_tagger.common.spec import SPEC_FILENAME, AttributeSpec, Preprocessing, load_spec
 from lizaalert_tagger.serving.explain_options import (
     ExplainOptions,
     check_explained_count,
     explain_options,
+    explained_fields,
     is_explain_request,
 )
 from lizaalert_tagger.serving.payload import read_payload
 from lizaalert_tagger.serving.settings import HandlerSettings
 from lizaalert_tagger.vision.answers import decode_logits
-from lizaalert_tagger.vision.explain import GradCAM, explaining_model, explanation_info, explanation_json
+from lizaalert_tagger.vision.explain import Explanation, GradCAM, explaining_model, explanation_info, explanation_json
 from lizaalert_tagger.vision.inference import load_model, run_inference
 from lizaalert_tagger.vision.preprocess import DecodedImage, decode_image, image_to_tensor
 
@@ -170,6 +173,11 @@ class TaggerService:
         return run_inference(self.model, images.to(self.device), bf16=self.settings.bf16,
                              channels_last=self.settings.channels_last)
 
+    @functools.cached_property
+    def explain_precision(self) -> str:
+        """The explaining pass's precision (``"fp32"`` or ``"bf16"``): the setting, ``auto`` resolved for this CPU."""
+        return self.settings.resolved_explain_precision()
+
     @property
     def explainer(self) -> GradCAM:
         """Grad-CAM over the fp32 network: the served one (fp32, bf16), or the archive's fp32 weights
@@ -177,9 +185,11 @@ class TaggerService:
         if self._explainer is None:
             start = time.perf_counter()
             model = explaining_model(self.model, self.model_dir, self.spec, channels_last=self.settings.channels_last)
-            self._explainer = GradCAM(model.to(self.device), self.settings.explain_layer)
-            logger.info("explanations ready (Grad-CAM at %s, fp32 model %s) in %.0f ms", self.settings.explain_layer,
-                        "shared" if model is self.model else "loaded", (time.perf_counter() - start) * 1000)
+            self._explainer = GradCAM(model.to(self.device), self.settings.explain_layer, self.explain_precision)
+            logger.info("explanations ready (Grad-CAM at %s; %s pass, explain_precision %s, AMX %s; fp32 model %s) "
+                        "in %.0f ms", self.settings.explain_layer, self.explain_precision, self.settings.explain_precision,
+                        "yes" if has_amx_bf16() else "no", "shared" if model is self.model else "loaded",
+                        (time.perf_counter() - start) * 1000)
         return self._explainer
 
     # --- the entry point ---------------------------------------------------------------
@@ -281,24 +291,33 @@ class TaggerService:
         """Grad-CAM maps (and overlays when asked) into the answers of a chunk's explain rows (``images``: theirs).
 
         The served answer stays as it is (int8 or not: the same as /predictions); the maps explain
-        its values, or the ones the request names in ``target``. A failure here is a 500 for the
-        explain requests it concerns only; the predictions of the batch are answered.
+        its values, or the ones the request names in ``target``. Each photo gets the maps its request
+        wants (:meth:`Target.wanted`: by default the objects its answer found); when no photo of the
+        chunk wants any, no model runs. A failure here is a 500 for the explain requests it concerns
+        only; the predictions of the batch are answered.
         """
         start = time.perf_counter()
         owners = sorted({d.row.owner for d in rows})
         try:
-            targets = [{**self.spec.answer_codes(answer), **d.row.options.target} for d, answer in zip(rows, answers)]
-            explanation = self.explainer.explain(images.to(self.device), targets)
+            served = [self.spec.answer_codes(answer) for answer in answers]
+            targets = [{**codes, **d.row.options.target.values} for d, codes in zip(rows, served)]
+            wanted = [d.row.options.target.wanted(self.spec, codes) for d, codes in zip(rows, served)]
+            if any(wanted):
+                explanation = self.explainer.explain(images.to(self.device), targets, wanted)
+            else:  # nothing found, nothing asked: the answer as /predictions gives it, and no model runs
+                explanation = Explanation.nothing(len(rows), len(self.spec.attributes), self.settings.explain_layer,
+                                                  self.explain_precision)
         except Exception as e:  # noqa: BLE001 - the explain requests' 500; predictions go on
             logger.exception("explain failed for %d photos", len(rows))
             batch.fail(owners, InternalError.during("explain", e))
             batch.count("lizaalert_explanations", len(rows), outcome="failed")
             return
-        info = explanation_info(explanation.layer)
+        info = explanation_info(explanation.layer, explanation.precision)
         for i, (d, answer) in enumerate(zip(rows, answers)):
             try:
-                answer["explained_with"] = info
-                answer["explanations"] = explanation_json(explanation, i, self.spec, d.row.options.target)
+                target = d.row.options.target
+                answer["explained_with"] = {**info, **explained_fields(target, explanation.explained[i], self.spec)}
+                answer["explanations"] = explanation_json(explanation, i, self.spec, target.values)
                 if d.row.options.overlay:
                     png = overlay_png(d.image, answer, OVERLAY_LONG_SIDE)
                     answer["overlay"] = base64.b64encode(png).decode("ascii")

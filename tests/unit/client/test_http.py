@@ -185,3 +185,49 @@ def test_only_errors_that_doom_every_request_are_fatal(case, fatal, loopback_ser
         release.set()
     assert info.value.fatal is fatal, str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_explain_sends_the_target_as_the_servers_field(loopback_server):
+    """tagctl explain --target all / season / car:1 reaches the server as the multipart field it parses."""
+    from lizaalert_tagger.client.commands import parse_target
+    from lizaalert_tagger.client.http import ClientError, TaggerClient
+
+    seen = []
+
+    def route(method, path, query, body):
+        seen.append((path, body))
+        return 200, json.dumps({"attributes": {}, "tags": []}).encode()
+
+    client = TaggerClient(loopback_server(route).url, "http://127.0.0.1:9", token="t")
+    for given, sent in (("all", b"all"), (" season , car:1 ", b"season,car:1"), ("all,car:0", b"all,car:0")):
+        client.explain(b"photo", target=parse_target(given))
+        assert seen[-1][0] == "/explanations/lizaalert_tagger"
+        assert b'name="target"\r\n\r\n' + sent + b"\r\n" in seen[-1][1], seen[-1][1][:300]
+    client.explain(b"photo", target={"car": 1})
+    assert b'name="target"\r\n\r\ncar:1\r\n' in seen[-1][1]
+    client.explain(b"photo")  # no options: the raw photo
+    assert seen[-1][1] == b"photo"
+    for bad in ("car:", ":1", "car:1,:"):
+        with pytest.raises(ClientError, match="attribute:value"):
+            parse_target(bad)
+    assert parse_target(None) == parse_target(" , ") == ""
+
+
+def test_predict_instances_sends_kserve_json_and_checks_the_count(loopback_server):
+    import base64
+
+    from lizaalert_tagger.client.http import ClientError, TaggerClient
+
+    state = {"answers": 2}
+
+    def route(method, path, query, body):
+        photos = [base64.b64decode(item["b64"]) for item in json.loads(body)["instances"]]
+        state["photos"] = photos
+        return 200, json.dumps({"predictions": [{"n": i} for i in range(state["answers"])]}).encode()
+
+    client = TaggerClient(loopback_server(route).url, "http://127.0.0.1:9", token="t")
+    assert client.predict_instances([b"a", b"bb"]) == [{"n": 0}, {"n": 1}]
+    assert state["photos"] == [b"a", b"bb"]
+    state["answers"] = 1
+    with pytest.raises(ClientError, match="expected .*2 answers"):
+        client.predict_instances([b"a", b"bb"])

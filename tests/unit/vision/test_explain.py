@@ -124,13 +124,81 @@ def test_explanation_json(small_model, images, spec):
 
     explanation = GradCAM(small_model, "layer3").explain(images, [{"car": 1}, {}])
     body = json.loads(json.dumps(explanation_json(explanation, 0, spec, {"car": 1})))
-    assert list(body) == list(spec.keys)
+    assert list(body) == list(spec.keys)  # wanted=None: every attribute
     for key, entry in body.items():
         assert entry["shape"] == [8, 8] and len(entry["map"]) == 8 and all(len(line) == 8 for line in entry["map"])
         assert all(0.0 <= v <= 1.0 for line in entry["map"] for v in line)
         assert entry["value"] == explanation.codes[0][key] and entry["label"] == spec[key].class_for(entry["value"]).label
         assert entry["target"] == ("requested" if key == "car" else "predicted")
     assert body["car"]["value"] == 1 and body["car"]["label"] == "car"
+
+
+@pytest.fixture()
+def grad_calls(monkeypatch):
+    """The number of ``torch.autograd.grad`` calls (one per backward pass of Grad-CAM)."""
+    calls = []
+    original = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    return calls
+
+
+def test_only_the_wanted_maps_are_computed_one_backward_per_attribute(small_model, images, spec, grad_calls):
+    """``wanted``: per row, the attributes to explain. One backward per attribute some row wants (car and
+    season: 2, not 11); each map is the one every-attribute Grad-CAM gives that row, the others are not there."""
+    from lizaalert_tagger.vision.explain import GradCAM, explanation_json
+
+    explainer = GradCAM(small_model, "layer3")
+    every = explainer.explain(images, [{"car": 1}, {}])
+    assert len(grad_calls) == len(spec.attributes) and every.explained == [frozenset(spec.keys)] * 2
+    grad_calls.clear()
+    some = explainer.explain(images, [{"car": 1}, {}], wanted=[{"car", "season"}, ["car"]])
+    assert len(grad_calls) == 2
+    assert some.explained == [frozenset({"car", "season"}), frozenset({"car"})]
+    assert some.codes == [{"season": every.codes[0]["season"], "car": 1}, {"car": every.codes[1]["car"]}]
+    for row, keys in enumerate(some.explained):
+        for k, key in enumerate(spec.keys):
+            if key in keys:
+                assert torch.allclose(some.maps[row, k], every.maps[row, k], atol=1e-6), (row, key)
+            else:
+                assert not some.maps[row, k].any(), (row, key)
+    assert list(explanation_json(some, 0, spec, {"car": 1})) == ["season", "car"]
+    assert list(explanation_json(some, 1, spec)) == ["car"]
+    assert torch.allclose(some.logits, every.logits)
+    with pytest.raises(ValueError, match=r"unknown attributes \['boat'\]"):
+        explainer.explain(images, wanted=[{"boat"}, set()])
+    with pytest.raises(ValueError, match="1 wanted for 2 photos"):
+        explainer.explain(images, wanted=[{"car"}])
+
+
+def test_nothing_wanted_runs_no_model(small_model, images, spec, grad_calls):
+    from lizaalert_tagger.vision.explain import GradCAM, explanation_json
+
+    forwards = []
+    hook = small_model.trunk.conv1.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        explanation = GradCAM(small_model, "layer3").explain(images, wanted=[(), set()])
+    finally:
+        hook.remove()
+    assert grad_calls == [] and forwards == [] and explanation.logits is None
+    assert explanation.explained == [frozenset(), frozenset()] and explanation.layer == "layer3"
+    assert explanation_json(explanation, 0, spec) == {} == explanation_json(explanation, 1, spec)
+
+
+def test_bf16_explaining_pass(small_model, images, spec):
+    """``precision="bf16"``: autocast over the fp32 weights (any x86 CPU runs it); the maps are float32
+    in [0, 1] of the layer's shape, and the logits are float32; an unknown precision is refused."""
+    from lizaalert_tagger.vision.explain import GradCAM, explanation_info
+
+    explanation = GradCAM(small_model, "layer3", "bf16").explain(images[:1], wanted=[{"car", "terrain"}])
+    assert explanation.precision == "bf16" and explanation.maps.dtype == torch.float32
+    assert explanation.maps.shape == (1, len(spec.attributes), 8, 8) and explanation.logits.dtype == torch.float32
+    assert float(explanation.maps.min()) >= 0.0 and float(explanation.maps.max()) <= 1.0
+    for key in ("car", "terrain"):
+        peak = float(explanation.maps[0, spec.keys.index(key)].max())
+        assert peak == pytest.approx(1.0) or peak == 0.0
+    assert explanation_info("layer3", explanation.precision)["model_precision"] == "bf16"
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\), got 'fp16'"):
+        GradCAM(small_model, "layer3", "fp16")
 
 
 def test_explaining_model_shares_fp32_and_loads_weights_for_int8(model_dir, spec):
