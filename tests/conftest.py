@@ -693,3 +693,14 @@ def manifest_archive():
         return path
 
     return write
+
+
+@pytest.fixture()
+def grad_calls(monkeypatch):
+    """A list that grows by one per ``torch.autograd.grad`` call (one per backward pass of Grad-CAM)."""
+    import torch
+
+    calls = []
+    original = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    return calls

@@ -21,11 +21,12 @@ def test_bench_prints_every_row(model_store):
     for line in text.splitlines():
         rows.setdefault(line.split(" ", 1)[0], []).append(line)
     for size in ("12mp", "1080p", "12mp-heavy", "20mp"):
-        table = [r for r in rows[size] if "in-process" in r or "served (" in r or "baseline" in r]
+        table = [r for r in rows[size] if "in-process" in r or "served (" in r or "baseline" in r or " explain " in r]
         assert sum("in-process limit" in r for r in table) == 1
         assert sum("served (TorchServe)" in r for r in table) == 2
         assert sum("seed-style baseline" in r for r in table) == (2 if size in ("12mp", "1080p") else 0)
-        assert sum("in-process explain layer" in r for r in table) == (2 if size in ("12mp", "1080p") else 0)
+        explained = 2 if size in ("12mp", "1080p") else 0  # layer3 and layer4
+        assert sum("explain all 11 layer" in r for r in table) == sum("explain 1 object layer" in r for r in table) == explained
         assert all(r.split()[-1] == "0" for r in table), table  # no errors
     # every row names the photo's pixels and bytes; the heavy photos are as heavy as the issue's
     megabytes = {}
@@ -41,7 +42,10 @@ def test_bench_prints_every_row(model_store):
         line = next(r for r in ratios.splitlines() if r.startswith(f"  {size} "))
         assert "served/in-process at c=4 = " in line, line
     assert "served/seed at c=4" in ratios and "ready after start" in ratios
-    assert "CPU: " in text and "explain (layer3) / predict" in ratios and "explain (layer4) / predict" in ratios
+    assert "CPU: " in text and "explain (layer3, " in ratios and "explain (layer4, " in ratios
+    assert "one object " in ratios and "all 11 " in ratios
+    served = next(r for r in ratios.splitlines() if "served explain / predict" in r)
+    assert " 1 map(s)" in served and "target=all" in served, served
     assert "after explanations (int8 + fp32 loaded)" in ratios
 
 

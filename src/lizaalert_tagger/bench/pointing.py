@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lizaalert_tagger.vision.answers import codes_from_logits
-from lizaalert_tagger.vision.explain import LAYERS, GradCAM, peak_fraction
+from lizaalert_tagger.vision.explain import LAYERS, PRECISIONS, GradCAM, peak_fraction
 from lizaalert_tagger.common.paths import ROOT
 from lizaalert_tagger.common.spec import SPEC_FILENAME, AttributeSpec, load_spec
 
@@ -104,14 +104,14 @@ def held_out_scenes(count: int, seed: int = HELD_OUT_SEED, tag_boost: float = TA
 
 def play(model: torch.nn.Module, spec: AttributeSpec, layers: Sequence[str] = ("layer3", "layer4"), count: int = 200,
          seed: int = HELD_OUT_SEED, tag_boost: float = TAG_BOOST, batch: int = 8, min_size: int = MIN_SIZE,
-         max_size: int = MAX_SIZE, control_seed: int = 0, progress=None) -> dict[str, PointingResult]:
+         max_size: int = MAX_SIZE, control_seed: int = 0, progress=None, precision: str = "fp32") -> dict[str, PointingResult]:
     """The pointing game of ``model`` at each of ``layers`` on ``count`` held-out scenes.
 
     ``progress(results)`` is called after each batch (the CLI prints a running figure).
     """
     from lizaalert_tagger.vision.preprocess import preprocess_image
 
-    explainers = {layer: GradCAM(model, layer) for layer in layers}
+    explainers = {layer: GradCAM(model, layer, precision) for layer in layers}
     binary = [a for a in spec.attributes if a.is_binary]
     column = {a.key: k for k, a in enumerate(spec.attributes)}
     results = {layer: PointingResult(layer, (0, 0), 0, {a.key: TagScore() for a in binary}) for layer in layers}
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="scene data set seed (default: %(default)s)")
     parser.add_argument("--tag-boost", type=float, default=TAG_BOOST, help="object frequency x (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="of the explaining pass (the server's handler.explain_precision; default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no running figures on stderr")
     args = parser.parse_args(argv)
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         scenes = next(iter(results.values())).scenes
         print(f"  {scenes}/{args.count} scenes: {figures}", file=sys.stderr, flush=True)
 
-    results = play(model, spec, layers, args.count, args.seed, args.tag_boost, progress=progress)
+    results = play(model, spec, layers, args.count, args.seed, args.tag_boost, progress=progress, precision=args.precision)
     if args.json:
         print(json.dumps({layer: r.to_dict() for layer, r in results.items()}, indent=1))
     else:

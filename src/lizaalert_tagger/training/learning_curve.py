@@ -45,8 +45,10 @@ def evaluate_snapshot(path: Path, spec, calibration, held_out, size: int | None 
 
 
 def plot(points: list[dict], png: Path, title: str, categorical: Sequence[str], boundaries: list[tuple[int, str]] = (),
-         marks: list[dict] = ()) -> None:
-    """``categorical``: the scene attributes, drawn as their mean; ``marks``: single results from elsewhere (``RUN/marks.json``: image_passes, score, label), drawn as stars."""
+         marks: list[dict] = (), series: Sequence[dict] = ()) -> None:
+    """``categorical``: the scene attributes, drawn as their mean; ``marks``: single results from elsewhere (``RUN/marks.json``: image_passes, score, label), drawn as stars;
+    ``series``: other runs' points (``RUN/series.json``: ``[{"label", "points": [{"image_passes", "score", "f1"}]}]``, e.g. a
+    continuation counted from its parent's passes), drawn as a thick line of their score and thin lines of their weakest objects."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,6 +69,13 @@ def plot(points: list[dict], png: Path, title: str, categorical: Sequence[str], 
     for passes, name in boundaries:
         ax.axvline(passes, color="gray", lw=1, ls="-.")
         ax.text(passes, 0.02, f" {name}", fontsize=8, color="gray", rotation=90, va="bottom")
+    for i, extra in enumerate(series):
+        xs = [p["image_passes"] for p in extra["points"]]
+        colour = ("tab:purple", "tab:brown", "tab:olive")[i % 3]
+        ax.plot(xs, [p["score"] for p in extra["points"]], lw=3, color=colour, marker="D", label=f"score: {extra['label']}")
+        for key in extra.get("objects", []):
+            ax.plot(xs, [p["f1"][key] for p in extra["points"]], lw=1, ls="--", color=colour, marker=".",
+                    label=f"{key}: {extra['label'].split(',')[0]}")
     for i, mark in enumerate(marks):
         ax.plot([mark["image_passes"]], [mark["score"]], marker="*", ms=14, ls="none", color=("tab:red", "tab:blue", "tab:green")[i % 3],
                 label=f"{mark['label']}: {mark['score']:.3f}")
@@ -164,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         marks_path = args.run / "marks.json"
         marks = json.loads(marks_path.read_text()) if marks_path.exists() else []
-        plot(points, args.png, args.title, [a.key for a in spec.attributes if not a.is_binary], phase_boundaries(args.run), marks)
+        series_path = args.run / "series.json"
+        series = json.loads(series_path.read_text()) if series_path.exists() else []
+        plot(points, args.png, args.title, [a.key for a in spec.attributes if not a.is_binary], phase_boundaries(args.run),
+             marks, series)
         print(f"wrote {args.png}")
     return 0
 

@@ -133,15 +133,6 @@ def test_explanation_json(small_model, images, spec):
     assert body["car"]["value"] == 1 and body["car"]["label"] == "car"
 
 
-@pytest.fixture()
-def grad_calls(monkeypatch):
-    """The number of ``torch.autograd.grad`` calls (one per backward pass of Grad-CAM)."""
-    calls = []
-    original = torch.autograd.grad
-    monkeypatch.setattr(torch.autograd, "grad", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
-    return calls
-
-
 def test_only_the_wanted_maps_are_computed_one_backward_per_attribute(small_model, images, spec, grad_calls):
     """``wanted``: per row, the attributes to explain. One backward per attribute some row wants (car and
     season: 2, not 11); each map is the one every-attribute Grad-CAM gives that row, the others are not there."""
