@@ -47,3 +47,26 @@ def test_replot_from_committed_curve_and_refuse_unscored(tmp_path, capsys):
     torch.save({}, run / "snapshots" / "passes_00000128.pt")
     assert learning_curve.main(["--run", str(run)]) == 2
     assert "1 snapshots are not scored yet" in capsys.readouterr().err
+
+
+def test_another_runs_series_is_drawn_beside_the_curve(tmp_path, monkeypatch):
+    """RUN/series.json (a continuation's points, its passes counted from the parent's) is drawn as its own
+    line: a score line and one line per object it names, with its label."""
+    import matplotlib.axes
+
+    from lizaalert_tagger.training import learning_curve
+
+    run = tmp_path / "run"
+    run.mkdir()
+    f1 = {k: 0.5 for k in ("time_of_day", "season", "terrain", "sherp", "car")}
+    (run / "curve.json").write_text(json.dumps([{"snapshot": "passes_00000064.pt", "image_passes": 64, "score": 0.5, "f1": f1}]))
+    points = [{"image_passes": 100 + 8 * i, "score": 0.9 + 0.01 * i, "f1": {**f1, "car": 0.6 + 0.1 * i}} for i in range(3)]
+    (run / "series.json").write_text(json.dumps([{"label": "continuation, CPU", "objects": ["car"], "points": points}]))
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, *args, **kwargs: drawn.append((list(args[0]), list(args[1]), kwargs.get("label"))) or original(self, *args, **kwargs))
+    assert learning_curve.main(["--run", str(run), "--png", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert ([100, 108, 116], [0.9, 0.91, 0.92], "score: continuation, CPU") in drawn
+    assert ([100, 108, 116], [0.6, 0.7, 0.8], "car: continuation") in drawn
