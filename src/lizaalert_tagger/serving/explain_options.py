@@ -26,7 +26,7 @@ TARGET_KEY = "target"
 OVERLAY_KEY = "overlay"
 ALL = "all"  # target=all: every attribute
 # Photos one explanation request may carry ({"instances": [...]}): with target=all, Grad-CAM at layer3 costs
-# 6-9x a prediction (docs/explanations.md), so 8 take about as long as 64 predictions; more is a 413.
+# 5-15x a prediction (docs/explanations.md), so 8 take about as long as 64 predictions; more is a 413.
 MAX_EXPLAINED_PHOTOS = 8
 MORE = "target=all explains every attribute; target=season,car:1 adds attributes (a name alone: its predicted value)"
 _TRUE = ("1", "true", "yes", "on")

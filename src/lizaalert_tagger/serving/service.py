@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from lizaalert_tagger.common.errors import InternalError, InvalidInput, TaggerError
-from lizaalert_tagger.common.machine import available_cores, has_amx_bf16
+from lizaalert_tagger.common.machine import available_cores, has_native_bf16
 from lizaalert_tagger.common.overlay import overlay_png
 from lizaalert_tagger.common.spec import SPEC_FILENAME, AttributeSpec, Preprocessing, load_spec
 from lizaalert_tagger.serving.explain_options import (
@@ -186,9 +186,9 @@ class TaggerService:
             start = time.perf_counter()
             model = explaining_model(self.model, self.model_dir, self.spec, channels_last=self.settings.channels_last)
             self._explainer = GradCAM(model.to(self.device), self.settings.explain_layer, self.explain_precision)
-            logger.info("explanations ready (Grad-CAM at %s; %s pass, explain_precision %s, AMX %s; fp32 model %s) "
+            logger.info("explanations ready (Grad-CAM at %s; %s pass, explain_precision %s, native bf16 %s; fp32 model %s) "
                         "in %.0f ms", self.settings.explain_layer, self.explain_precision, self.settings.explain_precision,
-                        "yes" if has_amx_bf16() else "no", "shared" if model is self.model else "loaded",
+                        "yes" if has_native_bf16() else "no", "shared" if model is self.model else "loaded",
                         (time.perf_counter() - start) * 1000)
         return self._explainer
 

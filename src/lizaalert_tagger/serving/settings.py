@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lizaalert_tagger.common.machine import has_amx_bf16
+from lizaalert_tagger.common.machine import has_native_bf16
 from lizaalert_tagger.vision.explain import DEFAULT_LAYER, LAYERS
 from lizaalert_tagger.vision.inference import PRECISIONS
 from lizaalert_tagger.vision.preprocess import DEFAULT_MAX_PIXELS
@@ -25,7 +25,7 @@ class HandlerSettings:
     # both measured in the README's "Explanations" section and BENCHMARKS.md.
     explain_layer: str = DEFAULT_LAYER
     # The explaining pass (forward with autograd, and the backward passes): "bf16" is autocast over
-    # the fp32 weights, "auto" takes it where the CPU has AMX (amx_bf16), else fp32.
+    # the fp32 weights, "auto" takes it where the CPU computes bf16 natively (AMX or AVX-512 BF16), else fp32.
     explain_precision: str = "auto"
 
     @classmethod
@@ -49,7 +49,7 @@ class HandlerSettings:
         return self.precision == "bf16"
 
     def resolved_explain_precision(self) -> str:
-        """The explaining pass's precision, ``"fp32"`` or ``"bf16"``: ``auto`` is bf16 where the CPU has AMX."""
+        """The explaining pass's precision, ``"fp32"`` or ``"bf16"``: ``auto`` is bf16 where the CPU has native bf16 (AMX or AVX-512 BF16)."""
         if self.explain_precision != "auto":
             return self.explain_precision
-        return "bf16" if has_amx_bf16() else "fp32"
+        return "bf16" if has_native_bf16() else "fp32"

@@ -365,9 +365,9 @@ def test_nothing_found_nothing_asked_costs_no_explaining_pass(fp32_model, spec, 
 
 
 def test_explain_precision_setting(fp32_model, spec, model_dir, monkeypatch, tmp_path):
-    """``handler.explain_precision``: auto (bf16 where the CPU has AMX, else fp32), fp32 or bf16; anything
+    """``handler.explain_precision``: auto (bf16 where the CPU has native bf16, else fp32), fp32 or bf16; anything
     else refused when the worker starts. The answer reports the precision used; bf16 maps are in [0, 1]."""
-    from lizaalert_tagger.common.machine import has_amx_bf16
+    from lizaalert_tagger.common.machine import has_native_bf16
     from lizaalert_tagger.serving import settings as settings_module
     from lizaalert_tagger.serving.settings import HandlerSettings
 
@@ -376,15 +376,17 @@ def test_explain_precision_setting(fp32_model, spec, model_dir, monkeypatch, tmp
         HandlerSettings.from_yaml({"explain_precision": "fp16"})
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
-    assert has_amx_bf16(str(cpuinfo))
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")  # AVX-512 BF16 alone: no
-    assert not has_amx_bf16(str(cpuinfo)) and not has_amx_bf16(str(tmp_path / "missing"))
+    assert has_native_bf16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")  # AVX-512 BF16 alone (Zen 4): yes
+    assert has_native_bf16(str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")  # bf16 would be emulated: no
+    assert not has_native_bf16(str(cpuinfo)) and not has_native_bf16(str(tmp_path / "missing"))
     for amx, auto in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(settings_module, "has_amx_bf16", lambda amx=amx: amx)
+        monkeypatch.setattr(settings_module, "has_native_bf16", lambda amx=amx: amx)
         assert HandlerSettings.from_yaml({"explain_precision": "auto"}).resolved_explain_precision() == auto
         assert HandlerSettings.from_yaml({"explain_precision": "fp32"}).resolved_explain_precision() == "fp32"
         assert HandlerSettings.from_yaml({"explain_precision": "bf16"}).resolved_explain_precision() == "bf16"
-    monkeypatch.setattr(settings_module, "has_amx_bf16", lambda: True)
+    monkeypatch.setattr(settings_module, "has_native_bf16", lambda: True)
     service = tuned_service(fp32_model, spec, model_dir, {"car"}, explain_precision="auto")
     (answer,) = handled(service, [{"body": make_photo("JPEG")}])
     assert service.explainer.precision == "bf16" and answer["explained_with"]["model_precision"] == "bf16"
