@@ -3,6 +3,7 @@ print every row (never timed)."""
 import contextlib
 import io
 import json
+import re
 
 import pytest
 
@@ -45,7 +46,8 @@ def test_bench_prints_every_row(model_store):
     assert "CPU: " in text and "explain (layer3, " in ratios and "explain (layer4, " in ratios
     assert "one object " in ratios and "all 11 " in ratios
     served = next(r for r in ratios.splitlines() if "served explain / predict" in r)
-    assert " 1 map(s)" in served and "target=all" in served, served
+    # the bench's photo with one object found is the shipped model's; these self-made weights may find more
+    assert re.search(r": [1-9]\d* map\(s\)\): \d+\.\d\dx ", served) and "target=all" in served, served
     assert "after explanations (int8 + fp32 loaded)" in ratios
 
 
