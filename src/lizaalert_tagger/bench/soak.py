@@ -19,8 +19,6 @@ sent first through the client and its N answers compared with the photo's own
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import sys
 import tempfile
 import threading
@@ -31,7 +29,7 @@ from urllib.parse import urlparse
 import psutil
 
 from lizaalert_tagger.bench.hey import HeyError, HeyResult, require_hey, run_hey, whole_waves
-from lizaalert_tagger.client.http import MODEL_NAME, ClientError, TaggerClient
+from lizaalert_tagger.client.http import MODEL_NAME, ClientError, TaggerClient, instances_body
 from lizaalert_tagger.common.paths import EXAMPLE_PHOTO
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -116,12 +114,6 @@ class PeakRss:
         self._thread.join()
 
 
-def instances_body(photo: bytes, count: int) -> bytes:
-    """The KServe-style JSON body carrying ``photo`` ``count`` times."""
-    item = {"b64": base64.b64encode(photo).decode("ascii")}
-    return json.dumps({"instances": [item] * count}).encode("ascii")
-
-
 def check_instances(client: TaggerClient, photo: bytes, count: int, model: str = MODEL_NAME) -> None:
     """One request of ``count`` instances of ``photo``: each answer must equal the photo's own prediction
     (same codes; scores within 1e-4, the batch's rounding); ValueError says what differs."""
@@ -157,7 +149,7 @@ def run_soak(
         check_instances(client, photo, instances, model)
     before = worker_rss(client, model)
     with tempfile.NamedTemporaryFile(suffix=".json" if instances else ".jpg") as body:
-        body.write(instances_body(photo, instances) if instances else photo)
+        body.write(instances_body([photo] * instances) if instances else photo)
         body.flush()
         with PeakRss(list(before)) as peak:
             load = run_hey(f"{client.inference_url}/predictions/{model}", Path(body.name), concurrency,

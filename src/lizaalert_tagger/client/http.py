@@ -116,6 +116,11 @@ def _is_token_error(response: requests.Response) -> bool:
         return False
 
 
+def instances_body(photos: list[bytes]) -> bytes:
+    """The KServe-style JSON body of several photos: ``{"instances": [{"b64": ...}, ...]}``."""
+    return json.dumps({"instances": [{"b64": base64.b64encode(photo).decode("ascii")} for photo in photos]}).encode("ascii")
+
+
 class TaggerClient:
     """Talks to one TorchServe: inference and management APIs."""
 
@@ -268,8 +273,7 @@ class TaggerClient:
     def predict_instances(self, photos: list[bytes], model: str = MODEL_NAME, version: str | None = None) -> list[dict[str, Any]]:
         """Several photos in one KServe-style request (``{"instances": [{"b64": ...}, ...]}``), their answers in order."""
         path = f"/predictions/{model}" + (f"/{version}" if version else "")
-        body = {"instances": [{"b64": base64.b64encode(photo).decode("ascii")} for photo in photos]}
-        r = self.request("inference", "POST", path, data=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = self.request("inference", "POST", path, data=instances_body(photos), headers={"Content-Type": "application/json"})
         answer = self._json_or_raise(r, f"predict {len(photos)} instances on {model}")
         predictions = answer.get("predictions") if isinstance(answer, dict) else None
         if not isinstance(predictions, list) or len(predictions) != len(photos):
